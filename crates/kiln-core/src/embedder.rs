@@ -1,0 +1,142 @@
+//! A sentence-embedding model ready to run: tokenizer, encoder, pooling and normalization,
+//! loaded from a sentence-transformers directory.
+
+use crate::error::{Error, Result};
+use crate::models::bert::{BertConfig, BertModel};
+use crate::pooling::{pool, PoolingMode};
+use crate::st_layout::SentencePipeline;
+use crate::tokenize::{TextTokenizer, Tokenized};
+use crate::weights::TensorMap;
+use kiln_kernels::norm::l2_normalize_rows;
+use std::path::{Path, PathBuf};
+
+/// Choices a user may make when loading an embedding model.
+#[derive(Debug, Clone, Default)]
+pub struct EmbedderOptions {
+    /// Pooling to use instead of (or in the absence of) `1_Pooling/config.json`.
+    pub pooling: Option<PoolingMode>,
+}
+
+/// A loaded sentence-embedding model.
+pub struct SentenceEmbedder {
+    dir: PathBuf,
+    tokenizer: TextTokenizer,
+    model: BertModel,
+    pipeline: SentencePipeline,
+}
+
+/// Weight files kiln looks for, in order of preference.
+pub const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "pytorch_model.bin"];
+
+fn require(dir: &Path, file: &str, hint: &str) -> Result<PathBuf> {
+    let p = dir.join(file);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(Error::MissingFile {
+            dir: dir.to_path_buf(),
+            file: file.into(),
+            hint: hint.into(),
+        })
+    }
+}
+
+impl SentenceEmbedder {
+    /// Loads the model in `dir` (config.json, tokenizer.json, model.safetensors or pytorch_model.bin).
+    pub fn load(dir: &Path, options: &EmbedderOptions) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::io(
+                dir,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"),
+            ));
+        }
+        let config = BertConfig::from_file(&require(dir, "config.json", "a Hugging Face model directory has one")?)?;
+        let tokenizer_path = require(
+            dir,
+            "tokenizer.json",
+            "kiln needs the fast-tokenizer file; save it with tokenizer.save_pretrained()",
+        )?;
+        let pipeline = SentencePipeline::read(dir, options.pooling)?;
+        let weights_path = WEIGHT_FILES
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| Error::MissingFile {
+                dir: dir.to_path_buf(),
+                file: WEIGHT_FILES.join(" or "),
+                hint: "no weights found".into(),
+            })?;
+        let weights = TensorMap::load(&weights_path)?;
+        let model = BertModel::load(config, &weights)?;
+        let max_len = pipeline
+            .max_seq_length
+            .unwrap_or(usize::MAX)
+            .min(model.config().max_position_embeddings);
+        let tokenizer = TextTokenizer::from_file(&tokenizer_path, max_len, pipeline.lowercase)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tokenizer,
+            model,
+            pipeline,
+        })
+    }
+
+    /// The directory the model was loaded from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Length of the vectors this model returns.
+    pub fn dimension(&self) -> usize {
+        self.model.hidden_size() * self.pipeline.pooling.len()
+    }
+
+    /// Maximum number of tokens per input, special tokens included.
+    pub fn max_tokens(&self) -> usize {
+        self.tokenizer.max_len()
+    }
+
+    /// Whether the model's own pipeline ends with L2 normalization.
+    pub fn normalizes(&self) -> bool {
+        self.pipeline.normalize
+    }
+
+    /// The pipeline read from the sentence-transformers files.
+    pub fn pipeline(&self) -> &SentencePipeline {
+        &self.pipeline
+    }
+
+    /// Tokenizes one input; see [`TextTokenizer::encode`].
+    pub fn tokenize(&self, text: &str, truncate: bool) -> Result<Tokenized> {
+        self.tokenizer.encode(text, truncate)
+    }
+
+    /// Embeds already tokenized inputs in one forward pass; `normalize` L2-normalizes each vector.
+    pub fn embed_tokens(&self, batch: &[&[u32]], normalize: bool) -> Result<Vec<Vec<f32>>> {
+        let states = self.model.forward(batch)?;
+        let width = self.model.hidden_size();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut start = 0;
+        for seq in batch {
+            let rows = &states[start * width..(start + seq.len()) * width];
+            let mut v = pool(rows, width, &self.pipeline.pooling);
+            if normalize {
+                let dim = v.len();
+                l2_normalize_rows(&mut v, dim);
+            }
+            out.push(v);
+            start += seq.len();
+        }
+        Ok(out)
+    }
+
+    /// Tokenizes (truncating) and embeds `texts`, normalizing as the model's pipeline says.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let tokens = texts
+            .iter()
+            .map(|t| self.tokenize(t, true).map(|t| t.ids))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
+        self.embed_tokens(&refs, self.pipeline.normalize)
+    }
+}

@@ -1,0 +1,3 @@
+//! Model architectures, each a forward pass over weights taken from a [`crate::weights::TensorMap`].
+
+pub mod bert;

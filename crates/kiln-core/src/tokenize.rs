@@ -1,0 +1,90 @@
+//! Text to token ids, with the truncation rules of the model.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+use tokenizers::{PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// A tokenizer configured for one model: no padding, truncation at the model's maximum length.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_len: usize,
+    lowercase: bool,
+}
+
+/// One tokenized input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tokenized {
+    /// Token ids including special tokens.
+    pub ids: Vec<u32>,
+    /// Whether tokens were cut off to fit the maximum length.
+    pub truncated: bool,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` and sets truncation to `max_len` tokens (special tokens included).
+    pub fn from_file(path: &Path, max_len: usize, lowercase: bool) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(&bytes, max_len, lowercase)
+            .map_err(|e| Error::config(path, e.to_string()))
+    }
+
+    /// Builds the tokenizer from the bytes of a `tokenizer.json`.
+    pub fn from_bytes(bytes: &[u8], max_len: usize, lowercase: bool) -> Result<Self> {
+        let mut inner =
+            Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Self {
+            inner,
+            max_len,
+            lowercase,
+        })
+    }
+
+    /// The maximum number of tokens per input.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Tokenizes one text as sentence-transformers does: whitespace stripped, special tokens added.
+    ///
+    /// With `truncate` off, an input longer than the maximum is an [`Error::InputTooLong`].
+    pub fn encode(&self, text: &str, truncate: bool) -> Result<Tokenized> {
+        let text = text.trim();
+        let lowered;
+        let text = if self.lowercase {
+            lowered = text.to_lowercase();
+            lowered.as_str()
+        } else {
+            text
+        };
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let truncated = !enc.get_overflowing().is_empty();
+        if truncated && !truncate {
+            let full = self
+                .inner
+                .encode_fast(text, false)
+                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+            let specials = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
+            return Err(Error::InputTooLong {
+                index: 0,
+                tokens: full.len() + specials,
+                max: self.max_len,
+            });
+        }
+        Ok(Tokenized {
+            ids: enc.get_ids().to_vec(),
+            truncated,
+        })
+    }
+}

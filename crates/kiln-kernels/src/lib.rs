@@ -1,0 +1,12 @@
+//! kiln-kernels: the hot CPU kernels of kiln, each tested against a plain scalar version.
+//!
+//! Every function works on plain `f32` slices in row-major order. Threading decisions live
+//! here too (rayon, used only above a work threshold), so that callers stay single-threaded
+//! code.
+#![warn(missing_docs)]
+
+pub mod activation;
+pub mod attention;
+pub mod linear;
+pub mod norm;
+pub mod parallel;
