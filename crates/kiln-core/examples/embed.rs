@@ -21,7 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    eprintln!("median {:.3} ms over {} runs", times[times.len() / 2], times.len());
+    eprintln!(
+        "median {:.3} ms over {} runs",
+        times[times.len() / 2],
+        times.len()
+    );
     for v in &out {
         println!("{:?}", &v[..8]);
     }

@@ -3,11 +3,10 @@
 
 use crate::error::{Error, Result};
 use crate::models::bert::{BertConfig, BertModel};
-use crate::pooling::{pool, PoolingMode};
+use crate::pooling::{l2_normalize, pool, PoolingMode};
 use crate::st_layout::SentencePipeline;
 use crate::tokenize::{TextTokenizer, Tokenized};
 use crate::weights::TensorMap;
-use kiln_kernels::norm::l2_normalize_rows;
 use std::path::{Path, PathBuf};
 
 /// Choices a user may make when loading an embedding model.
@@ -50,7 +49,11 @@ impl SentenceEmbedder {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "no such model directory"),
             ));
         }
-        let config = BertConfig::from_file(&require(dir, "config.json", "a Hugging Face model directory has one")?)?;
+        let config = BertConfig::from_file(&require(
+            dir,
+            "config.json",
+            "a Hugging Face model directory has one",
+        )?)?;
         let tokenizer_path = require(
             dir,
             "tokenizer.json",
@@ -121,8 +124,7 @@ impl SentenceEmbedder {
             let rows = &states[start * width..(start + seq.len()) * width];
             let mut v = pool(rows, width, &self.pipeline.pooling);
             if normalize {
-                let dim = v.len();
-                l2_normalize_rows(&mut v, dim);
+                l2_normalize(&mut v);
             }
             out.push(v);
             start += seq.len();

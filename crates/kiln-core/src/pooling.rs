@@ -70,6 +70,12 @@ pub fn pool(states: &[f32], width: usize, modes: &[PoolingMode]) -> Vec<f32> {
     out
 }
 
+/// Scales `v` to unit L2 norm (a zero vector stays zero), as `torch.nn.functional.normalize`.
+pub fn l2_normalize(v: &mut [f32]) {
+    let dim = v.len();
+    kiln_kernels::norm::l2_normalize_rows(v, dim);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +89,9 @@ mod tests {
         assert_eq!(pool(&s, 2, &[PoolingMode::Max]), vec![5.0, 4.0]);
         let sq = pool(&s, 2, &[PoolingMode::MeanSqrtLen]);
         assert!((sq[0] - 9.0 / 3f32.sqrt()).abs() < 1e-6);
-        assert_eq!(pool(&s, 2, &[PoolingMode::Cls, PoolingMode::Max]), vec![1.0, -2.0, 5.0, 4.0]);
+        assert_eq!(
+            pool(&s, 2, &[PoolingMode::Cls, PoolingMode::Max]),
+            vec![1.0, -2.0, 5.0, 4.0]
+        );
     }
 }

@@ -154,7 +154,10 @@ fn read_pooling(dir: &PathBuf, modules_path: &Path) -> Result<Vec<PoolingMode>> 
         (c.pooling_mode_cls_token, PoolingMode::Cls),
         (c.pooling_mode_max_tokens, PoolingMode::Max),
         (c.pooling_mode_mean_tokens, PoolingMode::Mean),
-        (c.pooling_mode_mean_sqrt_len_tokens, PoolingMode::MeanSqrtLen),
+        (
+            c.pooling_mode_mean_sqrt_len_tokens,
+            PoolingMode::MeanSqrtLen,
+        ),
         (c.pooling_mode_lasttoken, PoolingMode::LastToken),
     ]
     .into_iter()

@@ -60,7 +60,9 @@ pub fn tiny_vocab() -> Vec<String> {
     for p in ".,!?'\"-:;()".chars() {
         v.push(p.to_string());
     }
-    for w in ["the", "a", "cat", "dog", "sat", "on", "mat", "hello", "world", "kiln"] {
+    for w in [
+        "the", "a", "cat", "dog", "sat", "on", "mat", "hello", "world", "kiln",
+    ] {
         v.push(w.to_string());
     }
     v
@@ -133,9 +135,21 @@ pub fn tiny_bert_tensors(spec: &TinyBertSpec) -> Vec<(String, Vec<usize>, Vec<f3
         };
         out.push((name, shape, values));
     };
-    push("embeddings.word_embeddings.weight".into(), vec![vocab, h], None);
-    push("embeddings.position_embeddings.weight".into(), vec![spec.max_position, h], None);
-    push("embeddings.token_type_embeddings.weight".into(), vec![2, h], None);
+    push(
+        "embeddings.word_embeddings.weight".into(),
+        vec![vocab, h],
+        None,
+    );
+    push(
+        "embeddings.position_embeddings.weight".into(),
+        vec![spec.max_position, h],
+        None,
+    );
+    push(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![2, h],
+        None,
+    );
     push("embeddings.LayerNorm.weight".into(), vec![h], Some(1.0));
     push("embeddings.LayerNorm.bias".into(), vec![h], Some(0.0));
     for l in 0..spec.layers {
@@ -163,7 +177,13 @@ pub fn tiny_bert_tensors(spec: &TinyBertSpec) -> Vec<(String, Vec<usize>, Vec<f3
 pub fn safetensors_bytes(tensors: &[(String, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
         .collect();
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
         .iter()

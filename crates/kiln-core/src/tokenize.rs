@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 use std::path::Path;
-use tokenizers::{PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 /// A tokenizer configured for one model: no padding, truncation at the model's maximum length.
 pub struct TextTokenizer {
@@ -24,8 +26,7 @@ impl TextTokenizer {
     /// Loads `tokenizer.json` and sets truncation to `max_len` tokens (special tokens included).
     pub fn from_file(path: &Path, max_len: usize, lowercase: bool) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Self::from_bytes(&bytes, max_len, lowercase)
-            .map_err(|e| Error::config(path, e.to_string()))
+        Self::from_bytes(&bytes, max_len, lowercase).map_err(|e| Error::config(path, e.to_string()))
     }
 
     /// Builds the tokenizer from the bytes of a `tokenizer.json`.
@@ -75,7 +76,10 @@ impl TextTokenizer {
                 .inner
                 .encode_fast(text, false)
                 .map_err(|e| Error::Tokenizer(e.to_string()))?;
-            let specials = self.inner.get_post_processor().map_or(0, |p| p.added_tokens(false));
+            let specials = self
+                .inner
+                .get_post_processor()
+                .map_or(0, |p| p.added_tokens(false));
             return Err(Error::InputTooLong {
                 index: 0,
                 tokens: full.len() + specials,

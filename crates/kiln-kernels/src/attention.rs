@@ -25,7 +25,12 @@ impl AttentionShape {
 ///
 /// # Panics
 /// If `qkv` or `out` do not hold `seq_lens.sum()` rows of the right width.
-pub fn packed_bidirectional(qkv: &[f32], seq_lens: &[usize], shape: AttentionShape, out: &mut [f32]) {
+pub fn packed_bidirectional(
+    qkv: &[f32],
+    seq_lens: &[usize],
+    shape: AttentionShape,
+    out: &mut [f32],
+) {
     let hidden = shape.hidden();
     let rows: usize = seq_lens.iter().sum();
     assert_eq!(qkv.len(), rows * 3 * hidden, "qkv length");
@@ -104,7 +109,12 @@ mod tests {
             for i in 0..len {
                 let q = |c: usize| qkv[i * 3 * hidden + h * d + c] as f64;
                 let scores: Vec<f64> = (0..len)
-                    .map(|j| (0..d).map(|c| q(c) * qkv[j * 3 * hidden + hidden + h * d + c] as f64).sum::<f64>() / (d as f64).sqrt())
+                    .map(|j| {
+                        (0..d)
+                            .map(|c| q(c) * qkv[j * 3 * hidden + hidden + h * d + c] as f64)
+                            .sum::<f64>()
+                            / (d as f64).sqrt()
+                    })
                     .collect();
                 let m = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let e: Vec<f64> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -121,10 +131,15 @@ mod tests {
 
     #[test]
     fn packed_sequences_attend_only_to_themselves() {
-        let shape = AttentionShape { heads: 3, head_dim: 4 };
+        let shape = AttentionShape {
+            heads: 3,
+            head_dim: 4,
+        };
         let lens = [5usize, 1, 7];
         let rows: usize = lens.iter().sum();
-        let qkv: Vec<f32> = (0..rows * 36).map(|i| ((i * 7919 % 113) as f32 / 113.0) - 0.5).collect();
+        let qkv: Vec<f32> = (0..rows * 36)
+            .map(|i| ((i * 7919 % 113) as f32 / 113.0) - 0.5)
+            .collect();
         let mut out = vec![0.0; rows * 12];
         packed_bidirectional(&qkv, &lens, shape, &mut out);
         let mut start = 0;

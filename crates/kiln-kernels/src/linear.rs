@@ -49,7 +49,8 @@ impl Linear {
         let mut weight_t = Vec::with_capacity(in_features * out_features);
         for i in 0..in_features {
             for l in layers {
-                weight_t.extend_from_slice(&l.weight_t[i * l.out_features..(i + 1) * l.out_features]);
+                weight_t
+                    .extend_from_slice(&l.weight_t[i * l.out_features..(i + 1) * l.out_features]);
             }
         }
         let bias = if layers.iter().all(|l| l.bias.is_some()) {
@@ -175,7 +176,13 @@ mod tests {
 
     #[test]
     fn matches_scalar_for_many_shapes() {
-        for &(rows, k, n) in &[(1, 1, 1), (3, 5, 7), (12, 384, 384), (33, 64, 100), (128, 384, 1536)] {
+        for &(rows, k, n) in &[
+            (1, 1, 1),
+            (3, 5, 7),
+            (12, 384, 384),
+            (33, 64, 100),
+            (128, 384, 1536),
+        ] {
             let x = pseudo_random(rows * k, 1);
             let w = pseudo_random(n * k, 2);
             let b = pseudo_random(n, 3);
@@ -184,7 +191,10 @@ mod tests {
             lin.forward(&x, rows, &mut out);
             let expected = linear_scalar(&x, &w, Some(&b), rows, k, n);
             for (a, e) in out.iter().zip(&expected) {
-                assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{rows}x{k}x{n}: {a} vs {e}");
+                assert!(
+                    (a - e).abs() <= 1e-4 * (1.0 + e.abs()),
+                    "{rows}x{k}x{n}: {a} vs {e}"
+                );
             }
         }
     }
@@ -194,7 +204,14 @@ mod tests {
         let (rows, k) = (4, 8);
         let x = pseudo_random(rows * k, 9);
         let layers: Vec<Linear> = (0..3)
-            .map(|i| Linear::from_torch(&pseudo_random(5 * k, 10 + i), Some(pseudo_random(5, 20 + i)), 5, k))
+            .map(|i| {
+                Linear::from_torch(
+                    &pseudo_random(5 * k, 10 + i),
+                    Some(pseudo_random(5, 20 + i)),
+                    5,
+                    k,
+                )
+            })
             .collect();
         let fused = Linear::concat(&layers);
         let mut out = vec![0.0; rows * 15];
@@ -203,7 +220,10 @@ mod tests {
             let mut part = vec![0.0; rows * 5];
             l.forward(&x, rows, &mut part);
             for r in 0..rows {
-                assert_eq!(&out[r * 15 + li * 5..r * 15 + li * 5 + 5], &part[r * 5..r * 5 + 5]);
+                assert_eq!(
+                    &out[r * 15 + li * 5..r * 15 + li * 5 + 5],
+                    &part[r * 5..r * 5 + 5]
+                );
             }
         }
     }

@@ -61,13 +61,17 @@ mod tests {
         let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
         x.iter()
             .zip(g.iter().zip(b))
-            .map(|(&v, (&g, &b))| (((v as f64 - mean) / (var + eps).sqrt()) * g as f64 + b as f64) as f32)
+            .map(|(&v, (&g, &b))| {
+                (((v as f64 - mean) / (var + eps).sqrt()) * g as f64 + b as f64) as f32
+            })
             .collect()
     }
 
     #[test]
     fn layer_norm_matches_f64_reference() {
-        let x: Vec<f32> = (0..384).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let x: Vec<f32> = (0..384)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
         let g: Vec<f32> = (0..384).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..384).map(|i| (i % 3) as f32 * 0.01).collect();
         let mut y = x.clone();

@@ -236,11 +236,10 @@ impl BertModel {
         let rows: usize = lens.iter().sum();
 
         let mut hidden = vec![0.0f32; rows * h];
-        for (row, (pos, &id)) in hidden.chunks_exact_mut(h).zip(
-            sequences
-                .iter()
-                .flat_map(|s| s.iter().enumerate()),
-        ) {
+        for (row, (pos, &id)) in hidden
+            .chunks_exact_mut(h)
+            .zip(sequences.iter().flat_map(|s| s.iter().enumerate()))
+        {
             let word = &self.word_embeddings[id as usize * h..(id as usize + 1) * h];
             let position = &self.position_embeddings[pos * h..(pos + 1) * h];
             let token_type = &self.token_type_embeddings[..h];
@@ -249,7 +248,12 @@ impl BertModel {
             }
         }
         let eps = self.config.layer_norm_eps;
-        layer_norm(&mut hidden, &self.embedding_norm.gamma, &self.embedding_norm.beta, eps);
+        layer_norm(
+            &mut hidden,
+            &self.embedding_norm.gamma,
+            &self.embedding_norm.beta,
+            eps,
+        );
 
         let shape = AttentionShape {
             heads: self.config.num_attention_heads,
@@ -262,7 +266,9 @@ impl BertModel {
         for layer in &self.layers {
             layer.qkv.forward(&hidden, rows, &mut qkv);
             packed_bidirectional(&qkv, &lens, shape, &mut context);
-            layer.attention_output.forward(&context, rows, &mut projected);
+            layer
+                .attention_output
+                .forward(&context, rows, &mut projected);
             add_layer_norm(
                 &mut projected,
                 &hidden,
@@ -298,7 +304,10 @@ impl BertModel {
                 max: self.config.max_position_embeddings,
             });
         }
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+        if let Some(bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.config.vocab_size)
+        {
             return Err(Error::Tokenizer(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 self.config.vocab_size

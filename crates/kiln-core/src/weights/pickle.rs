@@ -6,5 +6,8 @@ use std::path::Path;
 
 /// Reads a PyTorch `.bin`/`.pt` checkpoint without executing pickle code.
 pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
-    Err(Error::weights(path, "PyTorch checkpoints are not supported yet"))
+    Err(Error::weights(
+        path,
+        "PyTorch checkpoints are not supported yet",
+    ))
 }

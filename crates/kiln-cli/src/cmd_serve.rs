@@ -1,0 +1,97 @@
+//! `kiln serve`: load the models and serve them until Ctrl-C or SIGTERM.
+
+use crate::args::ServeArgs;
+use crate::model_source::resolve;
+use anyhow::{Context, Result};
+use kiln_core::{EmbedderOptions, SentenceEmbedder};
+use kiln_engine::{EmbeddingEngine, EngineConfig};
+use kiln_server::{AppState, Limits, ModelRegistry};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs `kiln serve`.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let metrics = Arc::new(kiln_server::metrics::Metrics::new());
+    let mut registry = ModelRegistry::new();
+    let config = EngineConfig {
+        max_batch_tokens: args.max_batch_tokens,
+        max_batch_requests: args.max_batch_requests,
+        max_queue: args.max_queue,
+    };
+    for spec in &args.models {
+        let resolved = resolve(spec, &args.source)?;
+        let start = Instant::now();
+        let spinner = crate::progress::spinner(format!(
+            "loading {} from {}",
+            resolved.name,
+            resolved.dir.display()
+        ));
+        let model = SentenceEmbedder::load(
+            &resolved.dir,
+            &EmbedderOptions {
+                pooling: args.pooling,
+            },
+        )
+        .with_context(|| format!("loading model `{}`", resolved.name))?;
+        spinner.finish_and_clear();
+        tracing::info!(
+            model = %resolved.name,
+            dimension = model.dimension(),
+            max_tokens = model.max_tokens(),
+            normalize = model.normalizes(),
+            seconds = start.elapsed().as_secs_f64(),
+            "model loaded"
+        );
+        let engine = EmbeddingEngine::start(resolved.name, model, config.clone(), metrics.clone());
+        registry.add(engine).map_err(anyhow::Error::msg)?;
+    }
+    let state = AppState {
+        models: Arc::new(registry),
+        metrics,
+        limits: Arc::new(Limits {
+            max_body_bytes: args.max_body_bytes,
+            max_inputs: args.max_inputs,
+        }),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("kiln-http")
+        .build()?;
+    runtime.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let local = listener.local_addr()?;
+        tracing::info!(
+            "listening on http://{local} (models: {})",
+            state.models.names().join(", ")
+        );
+        axum::serve(listener, kiln_server::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,28 @@
+//! The `kiln` binary: serve models over HTTP, embed from the command line, fetch models.
+#![forbid(unsafe_code)]
+
+mod args;
+mod cmd_embed;
+mod cmd_fetch;
+mod cmd_serve;
+mod model_source;
+mod progress;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = args::Cli::parse();
+    progress::init_logging(cli.log_format);
+    let result = match cli.command {
+        args::Command::Serve(a) => cmd_serve::run(a),
+        args::Command::Embed(a) => cmd_embed::run(a),
+        args::Command::Fetch(a) => cmd_fetch::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

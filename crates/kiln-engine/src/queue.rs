@@ -1,0 +1,117 @@
+//! A bounded FIFO shared by submitters and one consumer thread.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// A bounded queue: `push` fails when full or closed, `pop_wait` blocks until work or close.
+pub struct BoundedQueue<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+struct State<T> {
+    items: VecDeque<T>,
+    closed: bool,
+}
+
+/// Why a push was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PushError {
+    /// The queue holds `capacity` items already.
+    Full,
+    /// The consumer has stopped.
+    Closed,
+}
+
+impl<T> BoundedQueue<T> {
+    /// A queue that holds at most `capacity` items.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding this lock cannot leave the deque inconsistent, so go on.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends `item`, returning the new length, or refuses it.
+    pub fn push(&self, item: T) -> Result<usize, (PushError, T)> {
+        let mut s = self.lock();
+        if s.closed {
+            return Err((PushError::Closed, item));
+        }
+        if s.items.len() >= self.capacity {
+            return Err((PushError::Full, item));
+        }
+        s.items.push_back(item);
+        let len = s.items.len();
+        drop(s);
+        self.ready.notify_one();
+        Ok(len)
+    }
+
+    /// Blocks until at least one item is queued, then lets `take` drain what it wants.
+    /// Returns `None` once the queue is closed and empty.
+    pub fn pop_wait<R>(&self, take: impl FnOnce(&mut VecDeque<T>) -> R) -> Option<R> {
+        let mut s = self.lock();
+        while s.items.is_empty() {
+            if s.closed {
+                return None;
+            }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        Some(take(&mut s.items))
+    }
+
+    /// Number of queued items.
+    pub fn len(&self) -> usize {
+        self.lock().items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Refuses further pushes and wakes the consumer; queued items are still handed out.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_when_full_and_after_close() {
+        let q = BoundedQueue::new(2);
+        assert_eq!(q.push(1).unwrap(), 1);
+        assert_eq!(q.push(2).unwrap(), 2);
+        assert_eq!(q.push(3).unwrap_err(), (PushError::Full, 3));
+        assert_eq!(q.pop_wait(|d| d.pop_front()), Some(Some(1)));
+        q.close();
+        assert_eq!(q.push(4).unwrap_err(), (PushError::Closed, 4));
+        assert_eq!(q.pop_wait(|d| d.pop_front()), Some(Some(2)));
+        assert_eq!(q.pop_wait(|d| d.pop_front()), None);
+    }
+
+    #[test]
+    fn consumer_wakes_on_push_from_another_thread() {
+        let q = std::sync::Arc::new(BoundedQueue::new(4));
+        let q2 = q.clone();
+        let consumer = std::thread::spawn(move || q2.pop_wait(|d| d.pop_front()));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        q.push(42).unwrap();
+        assert_eq!(consumer.join().unwrap(), Some(Some(42)));
+    }
+}

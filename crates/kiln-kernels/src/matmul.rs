@@ -1,4 +1,0 @@
-//! Matrix multiply.
-
-/// Placeholder.
-pub fn noop() {}

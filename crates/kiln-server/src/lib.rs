@@ -1,0 +1,21 @@
+//! kiln-server: the HTTP layer.
+//!
+//! OpenAI-compatible (`/v1/embeddings`, `/v1/models`) and text-embeddings-inference-compatible
+//! (`/embed`) routes over the engines of [`kiln_engine`], with request validation, errors in
+//! OpenAI's shape, and Prometheus metrics. No model computation happens on the async runtime.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod error;
+pub mod json;
+pub mod limits;
+pub mod metrics;
+pub mod registry;
+pub mod routes;
+pub mod schema;
+pub mod state;
+
+pub use limits::Limits;
+pub use registry::ModelRegistry;
+pub use routes::router;
+pub use state::AppState;

@@ -1,0 +1,178 @@
+//! Prometheus metrics: HTTP requests by route and status, latency, queue depth, batches.
+
+use kiln_engine::{BatchReport, EngineObserver};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Mutex;
+
+/// Labels of HTTP request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route, e.g. `/v1/embeddings`.
+    pub route: String,
+    /// The HTTP status code.
+    pub status: u16,
+}
+
+/// Labels of per-route latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route.
+    pub route: String,
+}
+
+/// Labels of per-model metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelLabels {
+    /// The served model name.
+    pub model: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// All metrics of one server process.
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: HistogramFamily<RouteLabels>,
+    queue_depth: Family<ModelLabels, Gauge>,
+    batch_sequences: HistogramFamily<ModelLabels>,
+    batch_tokens: HistogramFamily<ModelLabels>,
+    batch_seconds: HistogramFamily<ModelLabels>,
+    cancelled: Family<ModelLabels, Counter>,
+    embedded_tokens: Family<ModelLabels, Counter>,
+}
+
+fn latency_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+fn size_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut r = Registry::with_prefix("kiln");
+        let m = Self {
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_buckets),
+            queue_depth: Family::default(),
+            batch_sequences: Family::new_with_constructor(size_buckets),
+            batch_tokens: Family::new_with_constructor(size_buckets),
+            batch_seconds: Family::new_with_constructor(latency_buckets),
+            cancelled: Family::default(),
+            embedded_tokens: Family::default(),
+            registry: Mutex::new(Registry::default()),
+        };
+        r.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            m.request_seconds.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Requests waiting for compute",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "batch_sequences",
+            "Inputs per executed batch",
+            m.batch_sequences.clone(),
+        );
+        r.register(
+            "batch_tokens",
+            "Tokens per executed batch",
+            m.batch_tokens.clone(),
+        );
+        r.register(
+            "batch_duration_seconds",
+            "Model compute time per batch",
+            m.batch_seconds.clone(),
+        );
+        r.register(
+            "cancelled_requests",
+            "Queued requests dropped because the client went away",
+            m.cancelled.clone(),
+        );
+        r.register(
+            "embedded_tokens",
+            "Tokens embedded",
+            m.embedded_tokens.clone(),
+        );
+        *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
+        m
+    }
+
+    /// Records one finished HTTP request.
+    pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_string(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// The metrics in Prometheus' text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn model(name: &str) -> ModelLabels {
+    ModelLabels {
+        model: name.to_string(),
+    }
+}
+
+impl EngineObserver for Metrics {
+    fn batch_done(&self, name: &str, r: BatchReport) {
+        let l = model(name);
+        self.batch_sequences
+            .get_or_create(&l)
+            .observe(r.sequences as f64);
+        self.batch_tokens.get_or_create(&l).observe(r.tokens as f64);
+        self.batch_seconds
+            .get_or_create(&l)
+            .observe(r.compute.as_secs_f64());
+        self.embedded_tokens
+            .get_or_create(&l)
+            .inc_by(r.tokens as u64);
+    }
+
+    fn request_cancelled(&self, name: &str) {
+        self.cancelled.get_or_create(&model(name)).inc();
+    }
+
+    fn queue_depth(&self, name: &str, depth: usize) {
+        self.queue_depth
+            .get_or_create(&model(name))
+            .set(depth as i64);
+    }
+}

@@ -1,0 +1,46 @@
+//! The HTTP routes and the middleware around them.
+
+mod embeddings;
+mod health;
+mod models;
+mod tei;
+
+use crate::state::AppState;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use std::time::Instant;
+
+/// The full router: API routes, body limit and request metrics.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/embeddings", post(embeddings::create))
+        .route("/embed", post(tei::embed))
+        .route("/v1/models", get(models::list))
+        .route("/health", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .fallback(health::not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .with_state(state)
+}
+
+async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.observe_request(
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}

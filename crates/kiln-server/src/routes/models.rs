@@ -1,0 +1,23 @@
+//! `GET /v1/models`.
+
+use crate::schema::{ModelCard, ModelList};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::Json;
+
+/// Lists every served model.
+pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        object: "list",
+        data: state
+            .models
+            .iter()
+            .map(|m| ModelCard {
+                id: m.engine.name().to_string(),
+                object: "model",
+                created: m.created,
+                owned_by: "kiln",
+            })
+            .collect(),
+    })
+}

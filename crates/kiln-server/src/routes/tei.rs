@@ -1,0 +1,33 @@
+//! `POST /embed` in text-embeddings-inference's shape.
+
+use super::embeddings::embed_texts;
+use crate::error::ApiError;
+use crate::json::JsonBody;
+use crate::schema::TeiEmbedRequest;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::Json;
+
+/// Handles `POST /embed`: returns a JSON array of vectors.
+pub async fn embed(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<TeiEmbedRequest>,
+) -> Result<Json<Vec<Vec<f32>>>, ApiError> {
+    let engine = match &req.model {
+        Some(name) => state.models.get(name),
+        None => state.models.default_model(),
+    }
+    .ok_or_else(|| {
+        ApiError::model_not_found(req.model.as_deref().unwrap_or(""), &state.models.names())
+    })?
+    .clone();
+    let out = embed_texts(
+        &state,
+        &engine,
+        req.inputs.into_vec(),
+        req.truncate,
+        req.normalize,
+    )
+    .await?;
+    Ok(Json(out.vectors))
+}
