@@ -9,6 +9,8 @@ use tokenizers::{
 /// A tokenizer configured for one model: no padding, truncation at the model's maximum length.
 pub struct TextTokenizer {
     inner: Tokenizer,
+    /// The same tokenizer without truncation, to report the full length of rejected inputs.
+    untruncated: Tokenizer,
     max_len: usize,
     lowercase: bool,
 }
@@ -34,6 +36,10 @@ impl TextTokenizer {
         let mut inner =
             Tokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
+        let mut untruncated = inner.clone();
+        untruncated
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,
@@ -44,6 +50,7 @@ impl TextTokenizer {
             .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(Self {
             inner,
+            untruncated,
             max_len,
             lowercase,
         })
@@ -73,16 +80,12 @@ impl TextTokenizer {
         let truncated = !enc.get_overflowing().is_empty();
         if truncated && !truncate {
             let full = self
-                .inner
-                .encode_fast(text, false)
+                .untruncated
+                .encode_fast(text, true)
                 .map_err(|e| Error::Tokenizer(e.to_string()))?;
-            let specials = self
-                .inner
-                .get_post_processor()
-                .map_or(0, |p| p.added_tokens(false));
             return Err(Error::InputTooLong {
                 index: 0,
-                tokens: full.len() + specials,
+                tokens: full.len(),
                 max: self.max_len,
             });
         }
