@@ -1,0 +1,69 @@
+//! Kernel timings for the shapes of all-MiniLM-L6-v2 (hidden 384, 12 heads, FFN 1536).
+//!
+//! `cargo bench -p kiln-kernels` prints the median of many runs for each kernel and shape.
+
+use kiln_kernels::activation::gelu_erf;
+use kiln_kernels::attention::{packed_bidirectional, AttentionShape};
+use kiln_kernels::linear::Linear;
+use kiln_kernels::norm::add_layer_norm;
+use std::hint::black_box;
+use std::time::Instant;
+
+fn median_us(mut f: impl FnMut(), runs: usize) -> f64 {
+    for _ in 0..runs / 10 + 1 {
+        f();
+    }
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[runs / 2]
+}
+
+fn data(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 1000.0) - 0.5)
+        .collect()
+}
+
+fn main() {
+    println!("{:<40} {:>12} {:>10}", "kernel", "median us", "GFLOP/s");
+    for rows in [12usize, 128, 384] {
+        for (k, n) in [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)] {
+            let lin = Linear::from_torch(&data(n * k), Some(data(n)), n, k);
+            let x = data(rows * k);
+            let mut out = vec![0.0; rows * n];
+            let us = median_us(|| lin.forward(black_box(&x), rows, &mut out), 200);
+            let gflops = 2.0 * (rows * k * n) as f64 / us / 1e3;
+            println!(
+                "{:<40} {:>12.1} {:>10.1}",
+                format!("linear {rows}x{k} -> {n}"),
+                us,
+                gflops
+            );
+        }
+        let shape = AttentionShape {
+            heads: 12,
+            head_dim: 32,
+        };
+        let qkv = data(rows * 1152);
+        let mut out = vec![0.0; rows * 384];
+        let us = median_us(
+            || packed_bidirectional(black_box(&qkv), &[rows], shape, &mut out),
+            200,
+        );
+        println!("{:<40} {:>12.1}", format!("attention 1 seq of {rows}"), us);
+        let mut x = data(rows * 1536);
+        let us = median_us(|| gelu_erf(black_box(&mut x)), 200);
+        println!("{:<40} {:>12.1}", format!("gelu {rows}x1536"), us);
+        let mut x = data(rows * 384);
+        let r = data(rows * 384);
+        let g = vec![1.0; 384];
+        let us = median_us(|| add_layer_norm(black_box(&mut x), &r, &g, &g, 1e-12), 200);
+        println!("{:<40} {:>12.1}", format!("add+layernorm {rows}x384"), us);
+    }
+}
