@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::pooling::PoolingMode;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What the sentence-transformers files of a model directory say about its pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,11 +127,11 @@ impl SentencePipeline {
     }
 }
 
-fn read_pooling(dir: &PathBuf, modules_path: &Path) -> Result<Vec<PoolingMode>> {
+fn read_pooling(dir: &Path, modules_path: &Path) -> Result<Vec<PoolingMode>> {
     let path = dir.join("config.json");
     if !path.exists() {
         return Err(Error::MissingFile {
-            dir: dir.clone(),
+            dir: dir.to_path_buf(),
             file: "config.json".into(),
             hint: format!("{} lists a Pooling module here", modules_path.display()),
         });

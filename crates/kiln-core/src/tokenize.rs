@@ -2,9 +2,7 @@
 
 use crate::error::{Error, Result};
 use std::path::Path;
-use tokenizers::{
-    PostProcessor, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
-};
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 /// A tokenizer configured for one model: no padding, truncation at the model's maximum length.
 pub struct TextTokenizer {

@@ -1,0 +1,250 @@
+//! The `kiln` binary end to end: `embed`, `fetch --list`, and `serve` answering real HTTP,
+//! including parity with sentence-transformers through the HTTP API on the real model.
+
+use kiln_core::testing::{write_tiny_bert, TinyBertSpec};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn kiln() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    c.env("RUST_LOG", "info").env("NO_COLOR", "1");
+    c
+}
+
+#[test]
+fn embed_prints_json_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bert(dir.path(), &TinyBertSpec::default()).unwrap();
+    let out = kiln()
+        .args(["embed", "--model"])
+        .arg(dir.path())
+        .args(["hello world", "the cat"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dimension"], 32);
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["tokens"], 4);
+    assert_eq!(data[1]["embedding"].as_array().unwrap().len(), 32);
+}
+
+#[test]
+fn bad_model_paths_fail_with_a_clear_message() {
+    let out = kiln()
+        .args(["embed", "--model", "./no/such/dir", "x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no/such/dir"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bert(dir.path(), &TinyBertSpec::default()).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), b"garbage").unwrap();
+    let out = kiln()
+        .args(["embed", "--model"])
+        .arg(dir.path())
+        .arg("x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model.safetensors"), "{err}");
+}
+
+#[test]
+fn fetch_lists_the_known_models() {
+    let out = kiln().args(["fetch", "--list"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all-MiniLM-L6-v2"));
+}
+
+/// A running `kiln serve`, killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(model: &Path) -> Server {
+    let mut child = kiln()
+        .args(["serve", "--port", "0", "--offline", "--model"])
+        .arg(model)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("kiln serve exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            let addr = rest.split_whitespace().next().unwrap();
+            break addr.rsplit(':').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, port }
+}
+
+fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp[9..12].parse().unwrap();
+    let payload = resp.split_once("\r\n\r\n").unwrap().1;
+    (
+        status,
+        serde_json::from_str(payload).unwrap_or(Value::String(payload.into())),
+    )
+}
+
+#[test]
+fn serve_answers_http_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    write_tiny_bert(dir.path(), &TinyBertSpec::default()).unwrap();
+    let mut server = serve(dir.path());
+    let name = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let (status, models) = http(server.port, "GET", "/v1/models", None);
+    assert_eq!(status, 200);
+    assert_eq!(models["data"][0]["id"], name.as_str());
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/embeddings",
+        Some(&json!({"model": name, "input": "hello"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["embedding"].as_array().unwrap().len(), 32);
+    let (status, _) = http(
+        server.port,
+        "POST",
+        "/v1/embeddings",
+        Some(&json!({"model": "other", "input": "hello"})),
+    );
+    assert_eq!(status, 404);
+    // SIGTERM: a clean exit with status 0.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
+fn real_model() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/all-MiniLM-L6-v2");
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "the real model is missing: run `cargo run --release -p kiln-cli -- fetch` (or scripts/test.sh)"
+    );
+    dir
+}
+
+#[test]
+fn http_embeddings_match_sentence_transformers() {
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../kiln-core/tests/data/minilm_reference.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let items = reference["items"].as_array().unwrap();
+    let texts: Vec<&str> = items.iter().map(|i| i["text"].as_str().unwrap()).collect();
+    let server = serve(&real_model());
+    let (status, body) = http(
+        server.port,
+        "POST",
+        "/v1/embeddings",
+        Some(&json!({"model": "all-MiniLM-L6-v2", "input": texts})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let expected_tokens: u64 = items
+        .iter()
+        .map(|i| i["num_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(body["usage"]["prompt_tokens"], expected_tokens);
+    for (item, got) in items.iter().zip(body["data"].as_array().unwrap()) {
+        let g: Vec<f64> = got["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let e: Vec<f64> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let dot: f64 = g.iter().zip(&e).map(|(a, b)| a * b).sum();
+        let cos = dot
+            / (g.iter().map(|a| a * a).sum::<f64>().sqrt()
+                * e.iter().map(|a| a * a).sum::<f64>().sqrt());
+        let diff = g
+            .iter()
+            .zip(&e)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            cos >= 0.99999 && diff <= 1e-4,
+            "{:?}: cosine {cos}, max diff {diff}",
+            item["text"]
+        );
+    }
+    // The TEI route gives the same vectors.
+    let (status, tei) = http(
+        server.port,
+        "POST",
+        "/embed",
+        Some(&json!({"inputs": texts[0]})),
+    );
+    assert_eq!(status, 200);
+    let first: Vec<f64> = items[0]["embedding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    let got: Vec<f64> = tei[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert!(got.iter().zip(&first).all(|(a, b)| (a - b).abs() <= 1e-4));
+}
