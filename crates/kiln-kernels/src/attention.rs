@@ -58,43 +58,112 @@ pub fn packed_bidirectional(
 
 /// Attention for one sequence of `len` rows.
 fn sequence(qkv: &[f32], len: usize, shape: AttentionShape, out: &mut [f32]) {
+    sequence_simd(qkv, len, shape.heads, shape.head_dim, out);
+}
+
+crate::cpu::multiversion! {
+    /// [`sequence`], compiled for the best instruction set, with the common head widths
+    /// specialized so the output row stays in registers.
+    pub fn sequence_simd(qkv: &[f32], len: usize, heads: usize, head_dim: usize, out: &mut [f32]) {
+        let shape = AttentionShape { heads, head_dim };
+        match head_dim {
+            32 => sequence_body::<32>(qkv, len, shape, out),
+            64 => sequence_body::<64>(qkv, len, shape, out),
+            _ => sequence_body::<0>(qkv, len, shape, out),
+        }
+    }
+}
+
+/// Loops are `axpy` updates over contiguous rows, never float reductions the compiler may not
+/// reorder, so they vectorize. `D` is the head width when known at compile time, else 0.
+#[inline(always)]
+fn sequence_body<const D: usize>(qkv: &[f32], len: usize, shape: AttentionShape, out: &mut [f32]) {
     let (hidden, d) = (shape.hidden(), shape.head_dim);
+    debug_assert!(D == 0 || D == d);
     let scale = 1.0 / (d as f32).sqrt();
-    let mut k_head = vec![0.0f32; len * d];
+    // Keys of one head transposed to [d, len]; values of one head as [len, d].
+    let mut k_t = vec![0.0f32; d * len];
     let mut v_head = vec![0.0f32; len * d];
     let mut scores = vec![0.0f32; len];
     for h in 0..shape.heads {
-        // Gather this head's keys and values into contiguous rows.
         for j in 0..len {
             let row = &qkv[j * 3 * hidden..(j + 1) * 3 * hidden];
-            k_head[j * d..(j + 1) * d].copy_from_slice(&row[hidden + h * d..hidden + (h + 1) * d]);
+            for (c, &k) in row[hidden + h * d..hidden + (h + 1) * d].iter().enumerate() {
+                k_t[c * len + j] = k;
+            }
             v_head[j * d..(j + 1) * d]
                 .copy_from_slice(&row[2 * hidden + h * d..2 * hidden + (h + 1) * d]);
         }
         for i in 0..len {
             let q = &qkv[i * 3 * hidden + h * d..i * 3 * hidden + (h + 1) * d];
-            let mut max = f32::NEG_INFINITY;
-            for (j, s) in scores.iter_mut().enumerate() {
-                let k = &k_head[j * d..(j + 1) * d];
-                *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-                max = max.max(*s);
+            scores.fill(0.0);
+            for (c, &qc) in q.iter().enumerate() {
+                let qc = qc * scale;
+                for (s, &k) in scores.iter_mut().zip(&k_t[c * len..(c + 1) * len]) {
+                    *s += qc * k;
+                }
             }
-            let mut sum = 0.0;
+            let max = lane_max(&scores);
             for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+                *s = crate::activation::exp(*s - max);
             }
-            let inv = 1.0 / sum;
+            let inv = 1.0 / lane_sum(&scores);
             let o = &mut out[i * hidden + h * d..i * hidden + (h + 1) * d];
-            o.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let p = p * inv;
-                for (ov, vv) in o.iter_mut().zip(&v_head[j * d..(j + 1) * d]) {
-                    *ov += p * vv;
+            if D > 0 {
+                let mut acc = [0.0f32; D];
+                for (j, &p) in scores.iter().enumerate() {
+                    for (a, &v) in acc.iter_mut().zip(&v_head[j * D..(j + 1) * D]) {
+                        *a += p * v;
+                    }
+                }
+                for (o, a) in o.iter_mut().zip(acc) {
+                    *o = a * inv;
+                }
+            } else {
+                o.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    for (ov, vv) in o.iter_mut().zip(&v_head[j * d..(j + 1) * d]) {
+                        *ov += p * vv;
+                    }
+                }
+                for ov in o.iter_mut() {
+                    *ov *= inv;
                 }
             }
         }
     }
+}
+
+/// Sum in 16 interleaved lanes, so that it vectorizes.
+#[inline(always)]
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Maximum in 16 interleaved lanes.
+#[inline(always)]
+fn lane_max(values: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a = a.max(*v);
+        }
+    }
+    acc.iter().copied().fold(tail, f32::max)
 }
 
 #[cfg(test)]
@@ -127,6 +196,24 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn specialized_head_widths_match_the_reference() {
+        for head_dim in [32usize, 64] {
+            let shape = AttentionShape { heads: 2, head_dim };
+            let len = 19;
+            let w = 3 * 2 * head_dim;
+            let qkv: Vec<f32> = (0..len * w)
+                .map(|i| ((i * 7919 % 113) as f32 / 113.0) - 0.5)
+                .collect();
+            let mut out = vec![0.0; len * 2 * head_dim];
+            packed_bidirectional(&qkv, &[len], shape, &mut out);
+            let expected = reference(&qkv, len, 2, head_dim);
+            for (a, e) in out.iter().zip(&expected) {
+                assert!((a - e).abs() < 1e-5, "head_dim {head_dim}: {a} vs {e}");
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod cpu;
 pub mod linear;
 pub mod norm;
 pub mod parallel;

@@ -104,7 +104,7 @@ impl BertConfig {
         if dims.iter().any(|&d| d == 0 || d > 1 << 24) {
             return Err(Error::config(path, "a dimension is zero or absurdly large"));
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::config(
                 path,
                 format!(
