@@ -16,5 +16,13 @@ cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 echo "== cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps --quiet
 
+echo "== end to end: the official openai Python client against kiln serve"
+cargo build --release --quiet -p kiln-cli
+if [ ! -x target/e2e-venv/bin/python ]; then
+  python3 -m venv target/e2e-venv
+  target/e2e-venv/bin/pip install --quiet --disable-pip-version-check "openai==3.57.0"
+fi
+target/e2e-venv/bin/python scripts/e2e/openai_client.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
+
 echo "== cargo test"
 cargo test --release --workspace
