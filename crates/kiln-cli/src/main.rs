@@ -1,9 +1,10 @@
-//! The `kiln` binary: serve models over HTTP, embed from the command line, fetch models.
+//! The `kiln` binary: serve models over HTTP, embed from the command line, fetch and inspect models.
 #![forbid(unsafe_code)]
 
 mod args;
 mod cmd_embed;
 mod cmd_fetch;
+mod cmd_inspect;
 mod cmd_serve;
 mod model_source;
 mod progress;
@@ -17,6 +18,7 @@ fn main() -> std::process::ExitCode {
         args::Command::Serve(a) => cmd_serve::run(a),
         args::Command::Embed(a) => cmd_embed::run(a),
         args::Command::Fetch(a) => cmd_fetch::run(a),
+        args::Command::Inspect(a) => cmd_inspect::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -33,3 +33,13 @@ pub fn spinner(message: String) -> ProgressBar {
     pb.set_message(message);
     pb
 }
+
+/// Writes `text` to standard output; a closed pipe (`kiln inspect ... | head`) is not an error.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -248,3 +248,62 @@ fn http_embeddings_match_sentence_transformers() {
         .collect();
     assert!(got.iter().zip(&first).all(|(a, b)| (a - b).abs() <= 1e-4));
 }
+
+fn core_fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../kiln-core/tests/data")
+        .join(rel)
+}
+
+#[test]
+fn inspect_reports_gguf_metadata_types_and_parameters() {
+    let out = kiln()
+        .args(["inspect", "--tensors"])
+        .arg(core_fixture("gguf/quants.gguf"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "GGUF v3",
+        "arch:       llama",
+        "parameters: 5632",
+        "Q4_K",
+        "Q6_K",
+        "test.string = \"héllo ✓\"",
+        "t.q5_1",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
+#[test]
+fn inspect_reads_safetensors_and_pytorch_checkpoints_and_refuses_hostile_ones() {
+    for file in ["pickle/tiny_bert.safetensors", "pickle/tiny_bert.bin"] {
+        let out = kiln()
+            .arg("inspect")
+            .arg(core_fixture(file))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("tensors:    37"),
+            "{file}"
+        );
+    }
+    let out = kiln()
+        .arg("inspect")
+        .arg(core_fixture("pickle/hostile_os_system.bin"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused to load"));
+}

@@ -62,7 +62,7 @@ fn sequence(qkv: &[f32], len: usize, shape: AttentionShape, out: &mut [f32]) {
 }
 
 crate::cpu::multiversion! {
-    /// [`sequence`], compiled for the best instruction set, with the common head widths
+    /// Attention for one sequence, compiled for the best instruction set, with the common head widths
     /// specialized so the output row stays in registers.
     pub fn sequence_simd(qkv: &[f32], len: usize, heads: usize, head_dim: usize, out: &mut [f32]) {
         let shape = AttentionShape { heads, head_dim };

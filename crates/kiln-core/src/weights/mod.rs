@@ -3,6 +3,8 @@
 //! Readers return a [`TensorMap`] of raw little-endian bytes; architectures convert the
 //! tensors they need with [`TensorMap::f32`], which checks dtype, shape and length.
 
+pub mod ggml;
+pub mod gguf;
 pub mod pickle;
 pub mod safetensors;
 
