@@ -5,15 +5,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod chat_model;
+pub mod chat_template;
 pub mod embedder;
 pub mod error;
+pub mod gguf_tokenizer;
 pub mod models;
 pub mod pooling;
+pub mod sampling;
 pub mod st_layout;
 pub mod testing;
 pub mod tokenize;
 pub mod weights;
 
+pub use chat_model::ChatModel;
 pub use embedder::{EmbedderOptions, SentenceEmbedder};
 pub use error::{Error, Result};
 pub use pooling::PoolingMode;

@@ -8,8 +8,12 @@
 #![warn(missing_docs)]
 
 pub mod embedding;
+pub mod generation;
 pub mod observer;
 pub mod queue;
 
 pub use embedding::{EmbeddingEngine, EngineConfig, EngineError, PendingEmbeddings};
+pub use generation::{
+    FinishReason, GenerationConfig, GenerationEngine, GenerationEvent, GenerationRequest,
+};
 pub use observer::{BatchReport, EngineObserver, NoopObserver};

@@ -71,6 +71,20 @@ impl<T> BoundedQueue<T> {
         Some(take(&mut s.items))
     }
 
+    /// Lets `take` drain what it wants without waiting; `None` if nothing is queued.
+    pub fn try_take<R>(&self, take: impl FnOnce(&mut VecDeque<T>) -> R) -> Option<R> {
+        let mut s = self.lock();
+        if s.items.is_empty() {
+            return None;
+        }
+        Some(take(&mut s.items))
+    }
+
+    /// Whether `close` was called.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     /// Number of queued items.
     pub fn len(&self) -> usize {
         self.lock().items.len()

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 struct App {
     _dir: tempfile::TempDir,
     router: Router,
+    state: AppState,
 }
 
 fn app_with(
@@ -47,7 +48,8 @@ fn app_with(
     };
     App {
         _dir: dir,
-        router: kiln_server::router(state),
+        router: kiln_server::router(state.clone()),
+        state,
     }
 }
 
@@ -412,17 +414,17 @@ async fn overload_is_429_with_retry_after() {
         let b = body.clone();
         async move { post(&r, "/v1/embeddings", b).await.0 }
     });
-    // Wait until the second request sits in the queue.
-    let mut overloaded = None;
-    for _ in 0..200 {
-        let (s, e, h) = post(&a.router, "/v1/embeddings", body.clone()).await;
-        if s == StatusCode::TOO_MANY_REQUESTS {
-            overloaded = Some((e, h));
+    // Wait until the second request sits in the queue; the next one cannot fit.
+    let engine = a.state.models.get("tiny").unwrap().clone();
+    for _ in 0..1000 {
+        if engine.queue_depth() == 1 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    let (e, h) = overloaded.expect("a full queue must answer 429");
+    assert_eq!(engine.queue_depth(), 1, "the second request never queued");
+    let (s, e, h) = post(&a.router, "/v1/embeddings", body.clone()).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{e}");
     assert_openai_error(&e, "overloaded");
     assert_eq!(e["error"]["type"], "rate_limit_error");
     assert_eq!(h.get("retry-after").unwrap(), "1");

@@ -1,0 +1,215 @@
+//! The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata, rebuilt with the
+//! `tokenizers` crate: byte-level BPE (`gpt2` style: SmolLM2, Qwen2, Llama 3), special tokens
+//! from the token types, and BOS/EOS ids.
+
+use crate::error::{Error, Result};
+use crate::weights::gguf::{GgufFile, MetaValue};
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
+
+/// ggml's token type of control tokens (`<|im_start|>`, `</s>`, ...).
+const TOKEN_TYPE_CONTROL: u64 = 3;
+/// ggml's token type of user-defined tokens.
+const TOKEN_TYPE_USER_DEFINED: u64 = 4;
+
+/// A GGUF model's tokenizer and its special tokens.
+pub struct GgufTokenizer {
+    inner: Tokenizer,
+    tokens: Vec<String>,
+    /// Beginning-of-sequence token, if the model has one.
+    pub bos: Option<u32>,
+    /// End-of-sequence token.
+    pub eos: Option<u32>,
+    /// Whether prompts start with BOS (`tokenizer.ggml.add_bos_token`).
+    pub add_bos: bool,
+    /// Tokens that end generation: EOS, EOT and the other control tokens a chat model emits at a turn's end.
+    pub stop_tokens: Vec<u32>,
+}
+
+fn strings(f: &GgufFile, key: &str) -> Result<Vec<String>> {
+    f.meta(key)
+        .and_then(MetaValue::as_array)
+        .ok_or_else(|| Error::weights(f.path(), format!("metadata `{key}` is missing")))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| Error::weights(f.path(), format!("`{key}` holds a non-string")))
+        })
+        .collect()
+}
+
+fn token_id(f: &GgufFile, key: &str, vocab: usize) -> Option<u32> {
+    f.meta(key)
+        .and_then(MetaValue::as_u64)
+        .filter(|&v| (v as usize) < vocab)
+        .map(|v| v as u32)
+}
+
+/// The pre-tokenizer regex llama.cpp uses for `tokenizer.ggml.pre`, where it differs from GPT-2's.
+fn pre_tokenizer_regex(pre: &str) -> Option<&'static str> {
+    match pre {
+        "llama-bpe" | "llama3" | "qwen2" | "deepseek-r1-qwen" => Some(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ),
+        _ => None,
+    }
+}
+
+impl GgufTokenizer {
+    /// Builds the tokenizer from the file's metadata.
+    pub fn from_gguf(f: &GgufFile) -> Result<Self> {
+        let model = f
+            .meta("tokenizer.ggml.model")
+            .and_then(MetaValue::as_str)
+            .ok_or_else(|| {
+                Error::weights(f.path(), "metadata `tokenizer.ggml.model` is missing")
+            })?;
+        if model != "gpt2" {
+            return Err(Error::Unsupported(format!(
+                "{}: tokenizer model `{model}` (kiln reads byte-level BPE, `gpt2`, so far)",
+                f.path().display()
+            )));
+        }
+        let tokens = strings(f, "tokenizer.ggml.tokens")?;
+        let merges: Vec<(String, String)> = strings(f, "tokenizer.ggml.merges")?
+            .into_iter()
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
+            .collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .ignore_merges(false)
+            .build()
+            .map_err(|e| {
+                Error::Tokenizer(format!("building BPE from {}: {e}", f.path().display()))
+            })?;
+        let mut inner = Tokenizer::new(bpe);
+        let pre = f
+            .meta("tokenizer.ggml.pre")
+            .and_then(MetaValue::as_str)
+            .unwrap_or("default");
+        let byte_level = ByteLevel::new(false, true, true);
+        match (pre, pre_tokenizer_regex(pre)) {
+            (_, Some(regex)) => {
+                let split = Split::new(
+                    SplitPattern::Regex(regex.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                    split.into(),
+                    ByteLevel::new(false, true, false).into(),
+                ])));
+            }
+            // SmolLM's pre-tokenizer splits digits one by one, then applies GPT-2's.
+            ("smollm", None) => {
+                inner.with_pre_tokenizer(Some(Sequence::new(vec![
+                    Digits::new(true).into(),
+                    byte_level.into(),
+                ])));
+            }
+            _ => {
+                inner.with_pre_tokenizer(Some(byte_level));
+            }
+        }
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+        let types: Vec<u64> = f
+            .meta("tokenizer.ggml.token_type")
+            .and_then(MetaValue::as_array)
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let special: Vec<AddedToken> = types
+            .iter()
+            .enumerate()
+            .filter(|(_, &t)| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+            .filter_map(|(i, &t)| {
+                tokens
+                    .get(i)
+                    .map(|s| AddedToken::from(s.clone(), t == TOKEN_TYPE_CONTROL))
+            })
+            .collect();
+        inner.add_special_tokens(&special);
+        let n = tokens.len();
+        let bos = token_id(f, "tokenizer.ggml.bos_token_id", n);
+        let eos = token_id(f, "tokenizer.ggml.eos_token_id", n);
+        let mut stop_tokens: Vec<u32> = [
+            eos,
+            token_id(f, "tokenizer.ggml.eot_token_id", n),
+            token_id(f, "tokenizer.ggml.eom_token_id", n),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Chat models end a turn with these control tokens even when EOS is another token.
+        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"] {
+            if let Some(i) = tokens.iter().position(|t| t == name) {
+                if types.get(i) == Some(&TOKEN_TYPE_CONTROL) || types.is_empty() {
+                    stop_tokens.push(i as u32);
+                }
+            }
+        }
+        stop_tokens.sort_unstable();
+        stop_tokens.dedup();
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            add_bos: f
+                .meta("tokenizer.ggml.add_bos_token")
+                .is_some_and(|v| matches!(v, MetaValue::Bool(true))),
+            stop_tokens,
+            tokens,
+        })
+    }
+
+    /// Number of tokens in the vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The text of token `id` as stored (byte-level encoded), if it exists.
+    pub fn token(&self, id: u32) -> Option<&str> {
+        self.tokens.get(id as usize).map(String::as_str)
+    }
+
+    /// Tokenizes `text`; special-token text such as `<|im_start|>` becomes its token.
+    /// With `add_bos`, BOS is prepended when the model asks for it.
+    pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut ids = Vec::with_capacity(enc.len() + 1);
+        if add_bos && self.add_bos {
+            ids.extend(self.bos);
+        }
+        ids.extend_from_slice(enc.get_ids());
+        Ok(ids)
+    }
+
+    /// Turns ids back into text; with `skip_special`, control tokens are left out.
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// Whether `id` ends generation.
+    pub fn is_stop(&self, id: u32) -> bool {
+        self.stop_tokens.binary_search(&id).is_ok()
+    }
+}

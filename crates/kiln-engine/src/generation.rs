@@ -1,0 +1,417 @@
+//! The generation engine: continuous batching of decoder requests on a dedicated thread.
+//!
+//! Every step runs one batched forward pass over all active sequences: each decoding sequence
+//! contributes its last token, each prefilling sequence a chunk of its prompt (so a long prompt
+//! never stalls running streams for long). Sequences join between steps when a slot and KV
+//! budget are free, and leave when they finish or their client goes away.
+
+use crate::queue::{BoundedQueue, PushError};
+use crate::EngineError;
+use kiln_core::models::llama::{KvCache, SequenceStep};
+use kiln_core::sampling::{Sampler, SamplingParams};
+use kiln_core::ChatModel;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// Limits of one generation engine.
+#[derive(Debug, Clone)]
+pub struct GenerationConfig {
+    /// Most sequences decoded together.
+    pub max_sequences: usize,
+    /// Most KV-cache positions reserved over all running sequences.
+    pub max_kv_tokens: usize,
+    /// Most prompt tokens one sequence prefills per step.
+    pub prefill_chunk: usize,
+    /// Most requests waiting for a slot; beyond it submissions are refused.
+    pub max_queue: usize,
+}
+
+impl Default for GenerationConfig {
+    fn default() -> Self {
+        Self {
+            max_sequences: 16,
+            max_kv_tokens: 65_536,
+            prefill_chunk: 256,
+            max_queue: 64,
+        }
+    }
+}
+
+/// What a caller asks to generate.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Sampling settings.
+    pub params: SamplingParams,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Strings that end generation; they are not emitted.
+    pub stop: Vec<String>,
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token or stop string.
+    Stop,
+    /// `max_tokens` or the context length was reached.
+    Length,
+}
+
+impl FinishReason {
+    /// OpenAI's name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Events streamed to the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationEvent {
+    /// New text (possibly empty while a multi-byte character or a possible stop string is pending).
+    Text(String),
+    /// Generation finished.
+    Done {
+        /// Why.
+        reason: FinishReason,
+        /// Prompt length in tokens.
+        prompt_tokens: usize,
+        /// Tokens generated.
+        completion_tokens: usize,
+    },
+    /// Generation failed.
+    Error(String),
+}
+
+struct Job {
+    request: GenerationRequest,
+    events: mpsc::UnboundedSender<GenerationEvent>,
+}
+
+/// A decoder model behind a bounded queue and a continuous-batching thread.
+pub struct GenerationEngine {
+    name: String,
+    model: Arc<ChatModel>,
+    queue: Arc<BoundedQueue<Job>>,
+    config: GenerationConfig,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GenerationEngine {
+    /// Starts the engine thread for `model`, served under `name`.
+    pub fn start(name: impl Into<String>, model: ChatModel, config: GenerationConfig) -> Self {
+        let name = name.into();
+        let model = Arc::new(model);
+        let queue = Arc::new(BoundedQueue::new(config.max_queue.max(1)));
+        let worker = {
+            let (model, queue, config) = (model.clone(), queue.clone(), config.clone());
+            std::thread::Builder::new()
+                .name(format!("kiln-gen-{name}"))
+                .spawn(move || Scheduler::new(&model, &config).run(&queue))
+                .expect("spawning the generation thread")
+        };
+        Self {
+            name,
+            model,
+            queue,
+            config,
+            worker: Some(worker),
+        }
+    }
+
+    /// The name the model is served under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The model (tokenizer, template, configuration).
+    pub fn model(&self) -> &ChatModel {
+        &self.model
+    }
+
+    /// Longest prompt plus completion one request may use.
+    pub fn max_context(&self) -> usize {
+        self.model
+            .model
+            .max_positions()
+            .min(self.config.max_kv_tokens)
+    }
+
+    /// Requests waiting for a slot.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Queues a request; events arrive on the returned channel. Dropping the receiver cancels it.
+    pub fn submit(
+        &self,
+        request: GenerationRequest,
+    ) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, EngineError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        match self.queue.push(Job {
+            request,
+            events: tx,
+        }) {
+            Ok(_) => Ok(rx),
+            Err((PushError::Full, _)) => Err(EngineError::Overloaded {
+                model: self.name.clone(),
+                queued: self.queue.len(),
+            }),
+            Err((PushError::Closed, _)) => Err(EngineError::Stopped(self.name.clone())),
+        }
+    }
+
+    /// Stops accepting work, finishes running and queued sequences, and joins the thread.
+    pub fn shutdown(&mut self) {
+        self.queue.close();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl Drop for GenerationEngine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One running sequence.
+struct Sequence {
+    job: Job,
+    cache: KvCache,
+    sampler: Sampler,
+    prefilled: usize,
+    generated: Vec<u32>,
+    emitted_bytes: usize,
+    reserved: usize,
+}
+
+struct Scheduler<'a> {
+    model: &'a ChatModel,
+    config: &'a GenerationConfig,
+    running: Vec<Sequence>,
+    reserved: usize,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(model: &'a ChatModel, config: &'a GenerationConfig) -> Self {
+        Self {
+            model,
+            config,
+            running: Vec::new(),
+            reserved: 0,
+        }
+    }
+
+    fn run(mut self, queue: &BoundedQueue<Job>) {
+        loop {
+            if self.running.is_empty() {
+                match queue.pop_wait(|q| q.pop_front()) {
+                    Some(Some(job)) => self.admit(job),
+                    Some(None) => continue,
+                    None => return,
+                }
+            }
+            // Admit waiting requests while slots and KV budget allow.
+            while self.running.len() < self.config.max_sequences {
+                let budget = self.config.max_kv_tokens - self.reserved;
+                let next = queue.try_take(|q| {
+                    let need = q.front().map_or(usize::MAX, |j| reservation(&j.request));
+                    if need <= budget || self.running.is_empty() {
+                        q.pop_front()
+                    } else {
+                        None
+                    }
+                });
+                match next {
+                    Some(Some(job)) => self.admit(job),
+                    _ => break,
+                }
+            }
+            self.running.retain(|s| !s.job.events.is_closed());
+            self.reserved = self.running.iter().map(|s| s.reserved).sum();
+            if !self.running.is_empty() {
+                self.step();
+            }
+        }
+    }
+
+    fn admit(&mut self, job: Job) {
+        let r = &job.request;
+        let max = self
+            .model
+            .model
+            .max_positions()
+            .min(self.config.max_kv_tokens);
+        if r.prompt.is_empty() || r.prompt.len() >= max {
+            let _ = job.events.send(GenerationEvent::Error(format!(
+                "the prompt has {} tokens; this model accepts 1 to {}",
+                r.prompt.len(),
+                max - 1
+            )));
+            return;
+        }
+        let reserved = reservation(r).min(max);
+        let sampler = Sampler::new(r.params.clone());
+        self.reserved += reserved;
+        self.running.push(Sequence {
+            cache: self.model.model.new_cache(reserved),
+            job,
+            sampler,
+            prefilled: 0,
+            generated: Vec::new(),
+            emitted_bytes: 0,
+            reserved,
+        });
+    }
+
+    /// One batched forward pass over every running sequence, then sampling and streaming.
+    fn step(&mut self) {
+        let started = Instant::now();
+        let chunk = self.config.prefill_chunk.max(1);
+        let inputs: Vec<Vec<u32>> = self
+            .running
+            .iter()
+            .map(|s| {
+                let p = &s.job.request.prompt;
+                if s.prefilled < p.len() {
+                    p[s.prefilled..p.len().min(s.prefilled + chunk)].to_vec()
+                } else {
+                    vec![*s.generated.last().expect("a decoding sequence has a token")]
+                }
+            })
+            .collect();
+        let mut steps: Vec<SequenceStep<'_>> = self
+            .running
+            .iter_mut()
+            .zip(&inputs)
+            .map(|(s, t)| SequenceStep {
+                tokens: t,
+                cache: &mut s.cache,
+            })
+            .collect();
+        let result = self.model.model.forward_batch(&mut steps);
+        drop(steps);
+        let logits = match result {
+            Ok(l) => l,
+            Err(e) => {
+                for s in self.running.drain(..) {
+                    let _ = s.job.events.send(GenerationEvent::Error(e.to_string()));
+                }
+                return;
+            }
+        };
+        let mut finished = Vec::new();
+        for (i, (s, l)) in self.running.iter_mut().zip(logits).enumerate() {
+            let p_len = s.job.request.prompt.len();
+            if s.prefilled < p_len {
+                s.prefilled += inputs[i].len();
+                if s.prefilled < p_len {
+                    continue;
+                }
+            }
+            let token = s.sampler.sample(&l, &s.generated);
+            if let Some(reason) = advance(self.model, s, token) {
+                let _ = s.job.events.send(GenerationEvent::Done {
+                    reason,
+                    prompt_tokens: p_len,
+                    completion_tokens: s.generated.len(),
+                });
+                finished.push(i);
+            }
+        }
+        for i in finished.into_iter().rev() {
+            let s = self.running.swap_remove(i);
+            self.reserved -= s.reserved;
+        }
+        tracing::trace!(
+            sequences = inputs.len(),
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "step"
+        );
+    }
+}
+
+/// KV positions a request may need.
+fn reservation(r: &GenerationRequest) -> usize {
+    r.prompt.len().saturating_add(r.max_tokens)
+}
+
+/// Records `token`, streams the text it completes, and tells whether the sequence is done.
+fn advance(model: &ChatModel, s: &mut Sequence, token: u32) -> Option<FinishReason> {
+    let tok = &model.tokenizer;
+    if tok.is_stop(token) {
+        flush(model, s, None);
+        return Some(FinishReason::Stop);
+    }
+    s.generated.push(token);
+    let text = tok.decode(&s.generated, true).unwrap_or_default();
+    let stops = &s.job.request.stop;
+    // A stop string ends generation and is not emitted.
+    if let Some(at) = stops
+        .iter()
+        .filter(|st| !st.is_empty())
+        .filter_map(|st| {
+            text[s.emitted_bytes.min(text.len())..]
+                .find(st.as_str())
+                .map(|p| p + s.emitted_bytes)
+        })
+        .min()
+    {
+        flush(model, s, Some((&text, at)));
+        return Some(FinishReason::Stop);
+    }
+    // Hold back an incomplete character and any tail that could begin a stop string.
+    let mut safe = text.len();
+    if text.ends_with('\u{FFFD}') {
+        safe = text.trim_end_matches('\u{FFFD}').len();
+    }
+    for st in stops {
+        for k in (1..st.len()).rev() {
+            if st.is_char_boundary(k) && text[..safe].ends_with(&st[..k]) {
+                safe = safe.min(text.len() - k);
+                break;
+            }
+        }
+    }
+    if safe > s.emitted_bytes && text.is_char_boundary(safe) {
+        let _ = s.job.events.send(GenerationEvent::Text(
+            text[s.emitted_bytes..safe].to_string(),
+        ));
+        s.emitted_bytes = safe;
+    }
+    let budget_left = s.cache.len() + 1 < s.cache.capacity();
+    if s.generated.len() >= s.job.request.max_tokens || !budget_left {
+        flush(model, s, None);
+        return Some(FinishReason::Length);
+    }
+    None
+}
+
+/// Emits what was held back: up to `cut` of `text`, or everything decoded so far.
+fn flush(model: &ChatModel, s: &mut Sequence, cut: Option<(&str, usize)>) {
+    let owned;
+    let (text, end) = match cut {
+        Some((t, at)) => (t, at),
+        None => {
+            owned = model
+                .tokenizer
+                .decode(&s.generated, true)
+                .unwrap_or_default();
+            (owned.as_str(), owned.len())
+        }
+    };
+    if end > s.emitted_bytes && text.is_char_boundary(end) && text.is_char_boundary(s.emitted_bytes)
+    {
+        let _ = s.job.events.send(GenerationEvent::Text(
+            text[s.emitted_bytes..end].to_string(),
+        ));
+        s.emitted_bytes = end;
+    }
+}
