@@ -3,8 +3,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-/// kiln: a memory-safe inference server. Loads SafeTensors/PyTorch checkpoints without Python
-/// and serves them over an OpenAI-compatible HTTP API.
+/// kiln: a memory-safe inference server. Loads SafeTensors, GGUF and PyTorch checkpoints without
+/// Python and serves them over an OpenAI-compatible HTTP API.
 #[derive(Parser)]
 #[command(name = "kiln", version, about, long_about = None)]
 pub struct Cli {
@@ -28,7 +28,7 @@ pub enum LogFormat {
 /// Subcommands.
 #[derive(Subcommand)]
 pub enum Command {
-    /// Serve models over HTTP (OpenAI /v1/embeddings, TEI /embed, /v1/models, /health, /metrics).
+    /// Serve models over HTTP (OpenAI /v1/embeddings, /v1/chat/completions, /v1/completions, TEI /embed, /v1/models, /health, /metrics).
     Serve(ServeArgs),
     /// Embed texts given on the command line and print JSON.
     Embed(EmbedArgs),
@@ -36,6 +36,66 @@ pub enum Command {
     Fetch(FetchArgs),
     /// Show what a model file holds: a .gguf, .safetensors, or PyTorch .bin/.pt checkpoint.
     Inspect(InspectArgs),
+    /// Generate a completion of PROMPT with a GGUF chat model, streaming it to stdout.
+    Generate(GenerateArgs),
+    /// Chat interactively with a GGUF chat model (`/reset` starts over, `/quit` leaves).
+    Chat(ChatArgs),
+}
+
+/// Sampling options of `generate` and `chat`.
+#[derive(Args, Clone)]
+pub struct SamplingArgs {
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Nucleus sampling.
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    /// Keep the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Repetition penalty (1 = off).
+    #[arg(long, default_value_t = 1.1)]
+    pub repetition_penalty: f32,
+    /// Seed for reproducible sampling.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+}
+
+/// `kiln generate`.
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// The model: a `.gguf` file or a known chat model name.
+    #[arg(long, short = 'm', default_value = "SmolLM2-135M-Instruct")]
+    pub model: String,
+    /// The prompt, completed as plain text (no chat template).
+    pub prompt: String,
+    /// Sampling options.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Model source options.
+    #[command(flatten)]
+    pub source: ModelArgs,
+}
+
+/// `kiln chat`.
+#[derive(Args)]
+pub struct ChatArgs {
+    /// The model: a `.gguf` file or a known chat model name.
+    #[arg(long, short = 'm', default_value = "SmolLM2-135M-Instruct")]
+    pub model: String,
+    /// An optional system prompt.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Sampling options.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Model source options.
+    #[command(flatten)]
+    pub source: ModelArgs,
 }
 
 /// `kiln inspect`.
@@ -62,10 +122,17 @@ pub struct ModelArgs {
 /// `kiln serve`.
 #[derive(Args)]
 pub struct ServeArgs {
-    /// A model to serve, repeatable: a directory, a known name (fetched if absent, see `kiln fetch --list`),
-    /// or a Hugging Face repo `org/name`. Prefix `NAME=` to choose the served name.
-    #[arg(long = "model", short = 'm', default_value = "all-MiniLM-L6-v2")]
+    /// A model to serve, repeatable: a sentence-transformers directory (embeddings), a `.gguf`
+    /// file (chat), a known name (fetched if absent, see `kiln fetch --list`), or a Hugging Face
+    /// repo `org/name`. Prefix `NAME=` to choose the served name.
+    #[arg(long = "model", short = 'm', default_values_t = ["all-MiniLM-L6-v2".to_string(), "SmolLM2-135M-Instruct".to_string()])]
     pub models: Vec<String>,
+    /// Most sequences a chat model decodes together (continuous batching).
+    #[arg(long, default_value_t = 16)]
+    pub max_sequences: usize,
+    /// Most KV-cache positions a chat model reserves over all running sequences.
+    #[arg(long, default_value_t = 65_536)]
+    pub max_kv_tokens: usize,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

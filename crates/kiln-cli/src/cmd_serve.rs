@@ -1,10 +1,10 @@
 //! `kiln serve`: load the models and serve them until Ctrl-C or SIGTERM.
 
 use crate::args::ServeArgs;
-use crate::model_source::resolve;
+use crate::model_source::{resolve, ModelKind};
 use anyhow::{Context, Result};
-use kiln_core::{EmbedderOptions, SentenceEmbedder};
-use kiln_engine::{EmbeddingEngine, EngineConfig};
+use kiln_core::{ChatModel, EmbedderOptions, SentenceEmbedder};
+use kiln_engine::{EmbeddingEngine, EngineConfig, GenerationConfig, GenerationEngine};
 use kiln_server::{AppState, Limits, ModelRegistry};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,9 +18,40 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_batch_requests: args.max_batch_requests,
         max_queue: args.max_queue,
     };
+    let gen_config = GenerationConfig {
+        max_sequences: args.max_sequences,
+        max_kv_tokens: args.max_kv_tokens,
+        max_queue: args.max_queue,
+        ..GenerationConfig::default()
+    };
     for spec in &args.models {
         let resolved = resolve(spec, &args.source)?;
         let start = Instant::now();
+        if resolved.kind == ModelKind::Chat {
+            let spinner = crate::progress::spinner(format!(
+                "loading {} from {}",
+                resolved.name,
+                resolved.dir.display()
+            ));
+            let model = ChatModel::load(&resolved.dir)
+                .with_context(|| format!("loading model `{}`", resolved.name))?;
+            spinner.finish_and_clear();
+            let c = model.model.config();
+            tracing::info!(
+                model = %resolved.name,
+                arch = %c.arch,
+                layers = c.layers,
+                context = c.context_length,
+                chat_template = model.has_chat_template(),
+                seconds = start.elapsed().as_secs_f64(),
+                "chat model loaded"
+            );
+            let engine = GenerationEngine::start(resolved.name, model, gen_config.clone());
+            registry
+                .add_generation(engine)
+                .map_err(anyhow::Error::msg)?;
+            continue;
+        }
         let spinner = crate::progress::spinner(format!(
             "loading {} from {}",
             resolved.name,

@@ -4,6 +4,7 @@
 mod args;
 mod cmd_embed;
 mod cmd_fetch;
+mod cmd_generate;
 mod cmd_inspect;
 mod cmd_serve;
 mod model_source;
@@ -19,6 +20,8 @@ fn main() -> std::process::ExitCode {
         args::Command::Embed(a) => cmd_embed::run(a),
         args::Command::Fetch(a) => cmd_fetch::run(a),
         args::Command::Inspect(a) => cmd_inspect::run(a),
+        args::Command::Generate(a) => cmd_generate::run_generate(a),
+        args::Command::Chat(a) => cmd_generate::run_chat(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

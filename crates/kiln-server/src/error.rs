@@ -39,6 +39,14 @@ impl ApiError {
         self
     }
 
+    /// 400: the model exists but is of the other kind (embedding vs chat).
+    pub fn wrong_model_kind(name: &str, kind: &str, route: &str) -> Self {
+        Self::invalid(format!(
+            "model `{name}` is a {kind} model and cannot serve {route}"
+        ))
+        .with_param("model")
+    }
+
     /// 404: no model of this name is loaded.
     pub fn model_not_found(name: &str, loaded: &[String]) -> Self {
         Self::new(

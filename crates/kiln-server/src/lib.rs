@@ -1,6 +1,6 @@
 //! kiln-server: the HTTP layer.
 //!
-//! OpenAI-compatible (`/v1/embeddings`, `/v1/models`) and text-embeddings-inference-compatible
+//! OpenAI-compatible (`/v1/embeddings`, `/v1/chat/completions`, `/v1/completions`, `/v1/models`) and text-embeddings-inference-compatible
 //! (`/embed`) routes over the engines of [`kiln_engine`], with request validation, errors in
 //! OpenAI's shape, and Prometheus metrics. No model computation happens on the async runtime.
 #![forbid(unsafe_code)]
@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod registry;
 pub mod routes;
 pub mod schema;
+pub mod schema_chat;
 pub mod state;
 
 pub use limits::Limits;

@@ -1,17 +1,50 @@
-//! The models one server process serves, by name.
+//! The models one server process serves, by name: embedding models and chat models.
 
-use kiln_engine::EmbeddingEngine;
+use kiln_engine::{EmbeddingEngine, GenerationEngine};
 use std::sync::Arc;
+
+/// The engine behind a served model.
+#[derive(Clone)]
+pub enum Engine {
+    /// A sentence-embedding model.
+    Embedding(Arc<EmbeddingEngine>),
+    /// A text-generation (chat) model.
+    Generation(Arc<GenerationEngine>),
+}
+
+impl Engine {
+    fn name(&self) -> &str {
+        match self {
+            Engine::Embedding(e) => e.name(),
+            Engine::Generation(g) => g.name(),
+        }
+    }
+
+    /// `embedding` or `chat`, for listings and error messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Engine::Embedding(_) => "embedding",
+            Engine::Generation(_) => "chat",
+        }
+    }
+}
 
 /// A loaded model with the time it became available.
 pub struct ServedModel {
     /// The engine that runs it.
-    pub engine: Arc<EmbeddingEngine>,
+    pub engine: Engine,
     /// Unix time it was loaded.
     pub created: u64,
 }
 
-/// The served models, in the order they were given; the first is the default.
+impl ServedModel {
+    /// The served name.
+    pub fn name(&self) -> &str {
+        self.engine.name()
+    }
+}
+
+/// The served models, in the order they were given.
 #[derive(Default)]
 pub struct ModelRegistry {
     models: Vec<ServedModel>,
@@ -23,35 +56,60 @@ impl ModelRegistry {
         Self::default()
     }
 
-    /// Adds a model; a later model of the same name is an error.
-    pub fn add(&mut self, engine: EmbeddingEngine) -> Result<(), String> {
-        if self.get(engine.name()).is_some() {
+    fn push(&mut self, engine: Engine) -> Result<(), String> {
+        if self.models.iter().any(|m| m.name() == engine.name()) {
             return Err(format!(
-                "two models are named `{}`; rename one with --model-name",
+                "two models are named `{}`; rename one with NAME=... in --model",
                 engine.name()
             ));
         }
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.models.push(ServedModel {
-            engine: Arc::new(engine),
-            created,
-        });
+        self.models.push(ServedModel { engine, created });
         Ok(())
     }
 
-    /// The model named `name`.
-    pub fn get(&self, name: &str) -> Option<&Arc<EmbeddingEngine>> {
+    /// Adds an embedding model; a second model of the same name is an error.
+    pub fn add(&mut self, engine: EmbeddingEngine) -> Result<(), String> {
+        self.push(Engine::Embedding(Arc::new(engine)))
+    }
+
+    /// Adds a chat model; a second model of the same name is an error.
+    pub fn add_generation(&mut self, engine: GenerationEngine) -> Result<(), String> {
+        self.push(Engine::Generation(Arc::new(engine)))
+    }
+
+    /// The model named `name`, of any kind.
+    pub fn find(&self, name: &str) -> Option<&Engine> {
         self.models
             .iter()
-            .find(|m| m.engine.name() == name)
+            .find(|m| m.name() == name)
             .map(|m| &m.engine)
     }
 
-    /// The first model.
+    /// The embedding model named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<EmbeddingEngine>> {
+        match self.find(name) {
+            Some(Engine::Embedding(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The chat model named `name`.
+    pub fn get_generation(&self, name: &str) -> Option<&Arc<GenerationEngine>> {
+        match self.find(name) {
+            Some(Engine::Generation(g)) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// The first embedding model.
     pub fn default_model(&self) -> Option<&Arc<EmbeddingEngine>> {
-        self.models.first().map(|m| &m.engine)
+        self.models.iter().find_map(|m| match &m.engine {
+            Engine::Embedding(e) => Some(e),
+            Engine::Generation(_) => None,
+        })
     }
 
     /// All served models.
@@ -61,9 +119,6 @@ impl ModelRegistry {
 
     /// Names of all served models.
     pub fn names(&self) -> Vec<String> {
-        self.models
-            .iter()
-            .map(|m| m.engine.name().to_string())
-            .collect()
+        self.models.iter().map(|m| m.name().to_string()).collect()
     }
 }

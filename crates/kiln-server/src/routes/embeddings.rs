@@ -2,6 +2,7 @@
 
 use crate::error::ApiError;
 use crate::json::JsonBody;
+use crate::registry::Engine;
 use crate::schema::{
     EmbeddingObject, EmbeddingValue, EmbeddingsRequest, EmbeddingsResponse, EncodingFormat, Usage,
 };
@@ -93,11 +94,17 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingsResponse>, ApiError> {
-    let engine = state
-        .models
-        .get(&req.model)
-        .ok_or_else(|| ApiError::model_not_found(&req.model, &state.models.names()))?
-        .clone();
+    let engine = match state.models.find(&req.model) {
+        Some(Engine::Embedding(e)) => e.clone(),
+        Some(other) => {
+            return Err(ApiError::wrong_model_kind(
+                &req.model,
+                other.kind(),
+                "/v1/embeddings",
+            ))
+        }
+        None => return Err(ApiError::model_not_found(&req.model, &state.models.names())),
+    };
     let dim = engine.model().dimension();
     let keep = match req.dimensions {
         None => dim,

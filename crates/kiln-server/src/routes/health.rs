@@ -29,7 +29,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         message: format!(
-            "no route {}; see /v1/embeddings, /embed, /v1/models, /health, /metrics",
+            "no route {}; see /v1/embeddings, /v1/chat/completions, /v1/completions, /embed, /v1/models, /health, /metrics",
             uri.path()
         ),
         param: None,

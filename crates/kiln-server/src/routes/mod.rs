@@ -1,5 +1,6 @@
 //! The HTTP routes and the middleware around them.
 
+mod chat;
 mod embeddings;
 mod health;
 mod models;
@@ -17,6 +18,8 @@ use std::time::Instant;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/embeddings", post(embeddings::create))
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/completions", post(chat::completions))
         .route("/embed", post(tei::embed))
         .route("/v1/models", get(models::list))
         .route("/health", get(health::health))

@@ -13,7 +13,7 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
             .models
             .iter()
             .map(|m| ModelCard {
-                id: m.engine.name().to_string(),
+                id: m.name().to_string(),
                 object: "model",
                 created: m.created,
                 owned_by: "kiln",

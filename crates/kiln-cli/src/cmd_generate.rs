@@ -1,0 +1,107 @@
+//! `kiln generate` and `kiln chat`: text generation from the command line, streamed to stdout.
+
+use crate::args::{ChatArgs, GenerateArgs, SamplingArgs};
+use crate::model_source::{resolve, ModelKind, ResolvedModel};
+use anyhow::{bail, Context, Result};
+use kiln_core::chat_template::ChatMessage;
+use kiln_core::sampling::SamplingParams;
+use kiln_core::ChatModel;
+use kiln_engine::{GenerationConfig, GenerationEngine, GenerationEvent, GenerationRequest};
+use std::io::{BufRead, Write};
+
+fn load(spec: &str, source: &crate::args::ModelArgs) -> Result<(ResolvedModel, GenerationEngine)> {
+    let resolved = resolve(spec, source)?;
+    if resolved.kind != ModelKind::Chat {
+        bail!("`{spec}` is an embedding model; generation needs a .gguf chat model");
+    }
+    let spinner = crate::progress::spinner(format!("loading {}", resolved.dir.display()));
+    let model = ChatModel::load(&resolved.dir)
+        .with_context(|| format!("loading {}", resolved.dir.display()))?;
+    spinner.finish_and_clear();
+    let engine = GenerationEngine::start(resolved.name.clone(), model, GenerationConfig::default());
+    Ok((resolved, engine))
+}
+
+fn params(s: &SamplingArgs) -> SamplingParams {
+    SamplingParams {
+        temperature: s.temperature,
+        top_p: s.top_p,
+        top_k: s.top_k,
+        repetition_penalty: s.repetition_penalty,
+        seed: s.seed,
+        ..SamplingParams::default()
+    }
+}
+
+/// Runs one request, printing text as it arrives; returns the full text.
+fn stream(engine: &GenerationEngine, prompt: Vec<u32>, s: &SamplingArgs) -> Result<String> {
+    let p = params(s);
+    p.validate().map_err(anyhow::Error::msg)?;
+    let room = engine.max_context().saturating_sub(prompt.len());
+    let mut rx = engine.submit(GenerationRequest {
+        prompt,
+        params: p,
+        max_tokens: s.max_tokens.min(room),
+        stop: Vec::new(),
+    })?;
+    let mut out = std::io::stdout().lock();
+    let mut text = String::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            GenerationEvent::Text(t) => {
+                text.push_str(&t);
+                let _ = out.write_all(t.as_bytes());
+                let _ = out.flush();
+            }
+            GenerationEvent::Done { .. } => break,
+            GenerationEvent::Error(e) => bail!(e),
+        }
+    }
+    let _ = writeln!(out);
+    Ok(text)
+}
+
+/// Runs `kiln generate`.
+pub fn run_generate(args: GenerateArgs) -> Result<()> {
+    let (_, engine) = load(&args.model, &args.source)?;
+    let prompt = engine.model().encode_prompt(&args.prompt)?;
+    stream(&engine, prompt, &args.sampling).map(|_| ())
+}
+
+/// Runs `kiln chat`.
+pub fn run_chat(args: ChatArgs) -> Result<()> {
+    let (resolved, engine) = load(&args.model, &args.source)?;
+    let fresh = || -> Vec<ChatMessage> {
+        args.system
+            .iter()
+            .map(|s| ChatMessage::new("system", s))
+            .collect()
+    };
+    let mut history = fresh();
+    eprintln!(
+        "chatting with {} (/reset to start over, /quit or Ctrl-D to leave)",
+        resolved.name
+    );
+    let stdin = std::io::stdin();
+    loop {
+        eprint!("> ");
+        let mut line = String::new();
+        if stdin.lock().read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        match line.trim() {
+            "" => continue,
+            "/quit" | "/exit" => return Ok(()),
+            "/reset" => {
+                history = fresh();
+                eprintln!("(conversation cleared)");
+                continue;
+            }
+            _ => {}
+        }
+        history.push(ChatMessage::new("user", line.trim_end()));
+        let prompt = engine.model().encode_chat(&history)?;
+        let reply = stream(&engine, prompt, &args.sampling)?;
+        history.push(ChatMessage::new("assistant", &reply));
+    }
+}

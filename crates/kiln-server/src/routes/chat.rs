@@ -1,0 +1,418 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`, streaming (SSE) or not.
+
+use crate::error::ApiError;
+use crate::json::JsonBody;
+use crate::registry::Engine;
+use crate::schema_chat::{
+    ChatCompletionRequest, CompletionRequest, CompletionUsage, MessageContent, OneOrMany,
+};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use kiln_core::chat_template::ChatMessage;
+use kiln_core::sampling::SamplingParams;
+use kiln_engine::{GenerationEngine, GenerationEvent, GenerationRequest};
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+/// Most stop strings per request (as OpenAI).
+const MAX_STOP: usize = 4;
+
+/// Settings common to both routes, after validation.
+struct Plan {
+    engine: Arc<GenerationEngine>,
+    model: String,
+    prompt: Vec<u32>,
+    max_tokens: usize,
+    params: SamplingParams,
+    stop: Vec<String>,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// The knobs both request types share, before validation.
+struct Knobs {
+    max_tokens: Option<usize>,
+    /// `max_tokens` when the request gives none.
+    default_max: usize,
+    stream: bool,
+    include_usage: bool,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    top_k: Option<usize>,
+    min_p: Option<f32>,
+    presence_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    repetition_penalty: Option<f32>,
+    seed: Option<u64>,
+    stop: Option<OneOrMany>,
+    n: Option<usize>,
+}
+
+fn chat_engine(
+    state: &AppState,
+    model: &str,
+    route: &str,
+) -> Result<Arc<GenerationEngine>, ApiError> {
+    match state.models.find(model) {
+        Some(Engine::Generation(g)) => Ok(g.clone()),
+        Some(other) => Err(ApiError::wrong_model_kind(model, other.kind(), route)),
+        None => Err(ApiError::model_not_found(model, &state.models.names())),
+    }
+}
+
+fn plan(
+    engine: Arc<GenerationEngine>,
+    model: String,
+    prompt: Vec<u32>,
+    k: Knobs,
+) -> Result<Plan, ApiError> {
+    if k.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::invalid("only n = 1 is supported").with_param("n"));
+    }
+    let context = engine.max_context();
+    if prompt.len() >= context {
+        return Err(ApiError::invalid(format!(
+            "the prompt has {} tokens; model `{model}` accepts at most {} prompt tokens (context {context})",
+            prompt.len(),
+            context - 1
+        ))
+        .with_param("messages"));
+    }
+    let room = context - prompt.len();
+    let max_tokens = match k.max_tokens {
+        Some(0) => return Err(ApiError::invalid("max_tokens must be at least 1").with_param("max_tokens")),
+        Some(m) if m > room => {
+            return Err(ApiError::invalid(format!(
+                "max_tokens is {m}, but only {room} tokens fit after the {}-token prompt (context {context})",
+                prompt.len()
+            ))
+            .with_param("max_tokens"))
+        }
+        Some(m) => m,
+        None => k.default_max.min(room),
+    };
+    let defaults = SamplingParams::default();
+    let params = SamplingParams {
+        temperature: k.temperature.unwrap_or(defaults.temperature),
+        top_p: k.top_p.unwrap_or(defaults.top_p),
+        top_k: k.top_k.unwrap_or(defaults.top_k),
+        min_p: k.min_p.unwrap_or(defaults.min_p),
+        presence_penalty: k.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: k.frequency_penalty.unwrap_or(0.0),
+        repetition_penalty: k.repetition_penalty.unwrap_or(1.0),
+        seed: k.seed,
+    };
+    params.validate().map_err(ApiError::invalid)?;
+    let stop = k.stop.map(OneOrMany::into_vec).unwrap_or_default();
+    if stop.len() > MAX_STOP {
+        return Err(
+            ApiError::invalid(format!("at most {MAX_STOP} stop strings are allowed"))
+                .with_param("stop"),
+        );
+    }
+    Ok(Plan {
+        engine,
+        model,
+        prompt,
+        max_tokens,
+        params,
+        stop,
+        stream: k.stream,
+        include_usage: k.include_usage,
+    })
+}
+
+fn message_text(content: MessageContent) -> Result<String, ApiError> {
+    match content {
+        MessageContent::Text(t) => Ok(t),
+        MessageContent::Parts(parts) => parts
+            .into_iter()
+            .map(|p| match (p.kind.as_str(), p.text) {
+                ("text", Some(t)) => Ok(t),
+                (kind, _) => Err(ApiError::invalid(format!(
+                    "content parts of type `{kind}` are not supported; send text"
+                ))
+                .with_param("messages")),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.join("")),
+    }
+}
+
+/// Handles `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let engine = chat_engine(&state, &req.model, "/v1/chat/completions")?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid("`messages` must not be empty").with_param("messages"));
+    }
+    let mut messages = Vec::with_capacity(req.messages.len());
+    for (i, m) in req.messages.into_iter().enumerate() {
+        let role = match m.role.as_str() {
+            "system" | "developer" => "system",
+            "user" => "user",
+            "assistant" => "assistant",
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "messages[{i}] has role `{other}`; use system, developer, user or assistant"
+                ))
+                .with_param("messages"))
+            }
+        };
+        messages.push(ChatMessage::new(role, &message_text(m.content)?));
+    }
+    let prompt = engine
+        .model()
+        .encode_chat(&messages)
+        .map_err(|e| ApiError::invalid(e.to_string()).with_param("messages"))?;
+    let knobs = Knobs {
+        max_tokens: req.max_completion_tokens.or(req.max_tokens),
+        default_max: usize::MAX,
+        stream: req.stream,
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        min_p: req.min_p,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        repetition_penalty: req.repetition_penalty,
+        seed: req.seed,
+        stop: req.stop,
+        n: req.n,
+    };
+    let p = plan(engine, req.model, prompt, knobs)?;
+    run(p, Kind::Chat).await
+}
+
+/// Handles `POST /v1/completions`.
+pub async fn completions(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<CompletionRequest>,
+) -> Result<Response, ApiError> {
+    let engine = chat_engine(&state, &req.model, "/v1/completions")?;
+    let prompts = req.prompt.into_vec();
+    let [prompt] = prompts.as_slice() else {
+        return Err(ApiError::invalid("send exactly one prompt").with_param("prompt"));
+    };
+    if prompt.is_empty() {
+        return Err(ApiError::invalid("`prompt` must not be empty").with_param("prompt"));
+    }
+    let ids = engine
+        .model()
+        .encode_prompt(prompt)
+        .map_err(|e| ApiError::invalid(e.to_string()).with_param("prompt"))?;
+    let knobs = Knobs {
+        max_tokens: req.max_tokens,
+        // OpenAI's default for completions is 16 tokens.
+        default_max: 16,
+        stream: req.stream,
+        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        min_p: req.min_p,
+        presence_penalty: req.presence_penalty,
+        frequency_penalty: req.frequency_penalty,
+        repetition_penalty: req.repetition_penalty,
+        seed: req.seed,
+        stop: req.stop,
+        n: req.n,
+    };
+    let p = plan(engine, req.model, ids, knobs)?;
+    run(p, Kind::Completion).await
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn request_id(kind: Kind) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let prefix = match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Completion => "cmpl",
+    };
+    format!("{prefix}-{:x}{n:06x}", unix_now())
+}
+
+async fn run(p: Plan, kind: Kind) -> Result<Response, ApiError> {
+    let request = GenerationRequest {
+        prompt: p.prompt,
+        params: p.params,
+        max_tokens: p.max_tokens,
+        stop: p.stop,
+    };
+    let rx = p.engine.submit(request)?;
+    let meta = Meta {
+        id: request_id(kind),
+        created: unix_now(),
+        model: p.model,
+        kind,
+    };
+    if p.stream {
+        Ok(stream(rx, meta, p.include_usage).into_response())
+    } else {
+        collect(rx, meta).await.map(IntoResponse::into_response)
+    }
+}
+
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    kind: Kind,
+}
+
+impl Meta {
+    fn chunk(&self, delta: Option<Value>, text: Option<&str>, finish: Option<&str>) -> Value {
+        match self.kind {
+            Kind::Chat => json!({
+                "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "delta": delta.unwrap_or_else(|| json!({})), "logprobs": null, "finish_reason": finish}],
+            }),
+            Kind::Completion => json!({
+                "id": self.id, "object": "text_completion", "created": self.created, "model": self.model,
+                "choices": [{"index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish}],
+            }),
+        }
+    }
+
+    fn usage_chunk(&self, usage: CompletionUsage) -> Value {
+        let object = match self.kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Completion => "text_completion",
+        };
+        json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": usage})
+    }
+}
+
+async fn collect(
+    mut rx: UnboundedReceiver<GenerationEvent>,
+    meta: Meta,
+) -> Result<Json<Value>, ApiError> {
+    let mut text = String::new();
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            GenerationEvent::Text(t) => text.push_str(&t),
+            GenerationEvent::Error(e) => return Err(ApiError::invalid(e)),
+            GenerationEvent::Done {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                let usage = CompletionUsage {
+                    prompt_tokens,
+                    completion_tokens,
+                    total_tokens: prompt_tokens + completion_tokens,
+                };
+                let choice = match meta.kind {
+                    Kind::Chat => {
+                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason.as_str()})
+                    }
+                    Kind::Completion => {
+                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason.as_str()})
+                    }
+                };
+                let object = match meta.kind {
+                    Kind::Chat => "chat.completion",
+                    Kind::Completion => "text_completion",
+                };
+                return Ok(Json(json!({
+                    "id": meta.id, "object": object, "created": meta.created, "model": meta.model,
+                    "choices": [choice], "usage": usage,
+                })));
+            }
+        }
+    }
+    Err(ApiError::internal(
+        "the generation engine stopped before finishing",
+    ))
+}
+
+/// The SSE stream: role chunk, text chunks, a final chunk with the finish reason, an optional
+/// usage chunk, then `[DONE]`. Dropping it (client gone) drops the receiver, which frees the
+/// sequence's slot at the engine's next step.
+fn stream(
+    rx: UnboundedReceiver<GenerationEvent>,
+    meta: Meta,
+    include_usage: bool,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    enum Phase {
+        Start,
+        Body,
+        Usage(CompletionUsage),
+        Done,
+        End,
+    }
+    let state = (rx, meta, Phase::Start);
+    let s = futures_util::stream::unfold(state, move |(mut rx, meta, phase)| async move {
+        let data = |v: Value| Event::default().data(v.to_string());
+        match phase {
+            Phase::End => None,
+            Phase::Done => Some((Ok(Event::default().data("[DONE]")), (rx, meta, Phase::End))),
+            Phase::Usage(u) => Some((Ok(data(meta.usage_chunk(u))), (rx, meta, Phase::Done))),
+            Phase::Start if matches!(meta.kind, Kind::Chat) => {
+                let first = meta.chunk(
+                    Some(json!({"role": "assistant", "content": ""})),
+                    None,
+                    None,
+                );
+                Some((Ok(data(first)), (rx, meta, Phase::Body)))
+            }
+            Phase::Start | Phase::Body => loop {
+                match rx.recv().await {
+                    Some(GenerationEvent::Text(t)) if t.is_empty() => continue,
+                    Some(GenerationEvent::Text(t)) => {
+                        let c = meta.chunk(Some(json!({"content": t})), Some(&t), None);
+                        break Some((Ok(data(c)), (rx, meta, Phase::Body)));
+                    }
+                    Some(GenerationEvent::Done {
+                        reason,
+                        prompt_tokens,
+                        completion_tokens,
+                    }) => {
+                        let c = meta.chunk(None, None, Some(reason.as_str()));
+                        let usage = CompletionUsage {
+                            prompt_tokens,
+                            completion_tokens,
+                            total_tokens: prompt_tokens + completion_tokens,
+                        };
+                        let next = if include_usage {
+                            Phase::Usage(usage)
+                        } else {
+                            Phase::Done
+                        };
+                        break Some((Ok(data(c)), (rx, meta, next)));
+                    }
+                    Some(GenerationEvent::Error(e)) => {
+                        let c = json!({"error": {"message": e, "type": "server_error", "param": null, "code": "generation_failed"}});
+                        break Some((Ok(data(c)), (rx, meta, Phase::Done)));
+                    }
+                    None => {
+                        let c = json!({"error": {"message": "the generation engine stopped", "type": "server_error", "param": null, "code": "shutting_down"}});
+                        break Some((Ok(data(c)), (rx, meta, Phase::Done)));
+                    }
+                }
+            },
+        }
+    });
+    Sse::new(s).keep_alive(KeepAlive::default())
+}
