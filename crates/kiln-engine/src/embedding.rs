@@ -219,6 +219,8 @@ fn run_batches(
             tokens,
             compute: start.elapsed(),
         };
+        // Report before answering, so a client that reads /metrics after its answer sees its batch.
+        observer.batch_done(name, report);
         match result {
             Ok(mut vectors) => {
                 let mut rest = vectors.drain(..);
@@ -240,7 +242,6 @@ fn run_batches(
                 }
             }
         }
-        observer.batch_done(name, report);
     }
 }
 
