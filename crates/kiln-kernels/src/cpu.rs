@@ -9,7 +9,7 @@ pub enum SimdLevel {
     Baseline,
     /// AVX2 with FMA.
     Avx2,
-    /// AVX-512 Foundation (with AVX2 and FMA).
+    /// AVX-512 Foundation and Byte/Word (with AVX2 and FMA).
     Avx512,
 }
 
@@ -30,6 +30,7 @@ pub fn simd_level() -> SimdLevel {
 #[cfg(target_arch = "x86_64")]
 fn detect() -> SimdLevel {
     if is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("avx2")
         && is_x86_feature_detected!("fma")
     {
@@ -51,17 +52,17 @@ fn detect() -> SimdLevel {
 /// The body is an ordinary safe function; the macro instantiates it three times with
 /// different `target_feature`s and dispatches on [`simd_level`] at run time.
 macro_rules! multiversion {
-    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$meta:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$meta])*
-        pub fn $name($($arg: $ty),*) {
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $body
+            fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                fn avx512($($arg: $ty),*) { body($($arg),*) }
+                #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) { body($($arg),*) }
+                fn avx2($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
                 match $crate::cpu::simd_level() {
                     // SAFETY: simd_level() reports AVX-512F, AVX2 and FMA only when the CPU has them.
                     $crate::cpu::SimdLevel::Avx512 => return unsafe { avx512($($arg),*) },

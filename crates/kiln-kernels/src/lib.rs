@@ -11,3 +11,4 @@ pub mod cpu;
 pub mod linear;
 pub mod norm;
 pub mod parallel;
+pub mod quant;

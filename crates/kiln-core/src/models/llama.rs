@@ -3,8 +3,75 @@
 //! weights for), grouped-query causal attention with a KV cache, and a SwiGLU feed-forward.
 
 use crate::error::{Error, Result};
+use crate::weights::ggml::GgmlType;
 use crate::weights::gguf::{GgufFile, MetaValue};
 use kiln_kernels::linear::Linear;
+use kiln_kernels::quant::{round_to_f16, QuantFormat, QuantLinear};
+
+/// A dense layer: ggml-quantized weights computed like llama.cpp, or `f32` weights.
+enum Dense {
+    F32(Linear),
+    Quant(QuantLinear),
+}
+
+impl Dense {
+    /// Loads and stacks (along the output) the weights `names` of shapes `[outs[i], inp]`.
+    fn load(f: &GgufFile, names: &[String], outs: &[usize], inp: usize) -> Result<Self> {
+        let mut types = Vec::new();
+        for (name, &out) in names.iter().zip(outs) {
+            let info = f.tensor(name).ok_or_else(|| Error::MissingTensor {
+                path: f.path().to_path_buf(),
+                name: name.clone(),
+            })?;
+            if info.shape != [out, inp] {
+                return Err(Error::ShapeMismatch {
+                    path: f.path().to_path_buf(),
+                    name: name.clone(),
+                    expected: vec![out, inp],
+                    actual: info.shape.clone(),
+                });
+            }
+            types.push(info.ggml_type);
+        }
+        let format = match types.as_slice() {
+            [t, rest @ ..] if rest.iter().all(|r| r == t) => match t {
+                GgmlType::Q4_1 => Some(QuantFormat::Q4_1),
+                GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
+                _ => None,
+            },
+            _ => None,
+        };
+        let total: usize = outs.iter().sum();
+        if let Some(format) = format.filter(|_| inp.is_multiple_of(32)) {
+            let mut data = Vec::new();
+            for name in names {
+                let info = f.tensor(name).expect("checked above");
+                data.extend_from_slice(f.tensor_bytes(info));
+            }
+            return Ok(Dense::Quant(QuantLinear::new(format, data, total, inp)));
+        }
+        let layers = names
+            .iter()
+            .zip(outs)
+            .map(|(name, &out)| {
+                Ok(Linear::from_torch(
+                    &f.f32(name, &[out, inp])?,
+                    None,
+                    out,
+                    inp,
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Dense::F32(Linear::concat(&layers)))
+    }
+
+    fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        match self {
+            Dense::F32(l) => l.forward(x, rows, out),
+            Dense::Quant(q) => q.forward(x, rows, out),
+        }
+    }
+}
 
 /// Hyper-parameters read from a GGUF file's `<arch>.*` metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,11 +178,11 @@ impl LlamaConfig {
 
 struct Block {
     attn_norm: Vec<f32>,
-    qkv: Linear,
-    attn_output: Linear,
+    qkv: Dense,
+    attn_output: Dense,
     ffn_norm: Vec<f32>,
-    gate_up: Linear,
-    down: Linear,
+    gate_up: Dense,
+    down: Dense,
 }
 
 /// A loaded Llama-family decoder (weights dequantized to `f32` at load).
@@ -124,7 +191,7 @@ pub struct LlamaModel {
     embeddings: Vec<f32>,
     blocks: Vec<Block>,
     output_norm: Vec<f32>,
-    output: Linear,
+    output: Dense,
     /// `cos`/`sin` of every position and frequency, `[context, head_dim / 2]`.
     rope_cos: Vec<f32>,
     rope_sin: Vec<f32>,
@@ -189,40 +256,26 @@ impl LlamaModel {
     pub fn load(f: &GgufFile) -> Result<Self> {
         let c = LlamaConfig::from_gguf(f)?;
         let (h, kv) = (c.hidden, c.kv_heads * c.head_dim);
-        let linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
-            Ok(Linear::from_torch(
-                &f.f32(name, &[out, inp])?,
-                None,
-                out,
-                inp,
-            ))
-        };
         let mut blocks = Vec::with_capacity(c.layers);
         for l in 0..c.layers {
             let t = |s: &str| format!("blk.{l}.{s}.weight");
             blocks.push(Block {
                 attn_norm: f.f32(&t("attn_norm"), &[h])?,
-                qkv: Linear::concat(&[
-                    linear(&t("attn_q"), h, h)?,
-                    linear(&t("attn_k"), kv, h)?,
-                    linear(&t("attn_v"), kv, h)?,
-                ]),
-                attn_output: linear(&t("attn_output"), h, h)?,
+                qkv: Dense::load(f, &[t("attn_q"), t("attn_k"), t("attn_v")], &[h, kv, kv], h)?,
+                attn_output: Dense::load(f, &[t("attn_output")], &[h], h)?,
                 ffn_norm: f.f32(&t("ffn_norm"), &[h])?,
-                gate_up: Linear::concat(&[
-                    linear(&t("ffn_gate"), c.ffn, h)?,
-                    linear(&t("ffn_up"), c.ffn, h)?,
-                ]),
-                down: linear(&t("ffn_down"), h, c.ffn)?,
+                gate_up: Dense::load(f, &[t("ffn_gate"), t("ffn_up")], &[c.ffn, c.ffn], h)?,
+                down: Dense::load(f, &[t("ffn_down")], &[h], c.ffn)?,
             });
         }
         let embeddings = f.f32("token_embd.weight", &[c.vocab_size, h])?;
         // Models with tied embeddings have no separate output matrix.
-        let output = if f.tensor("output.weight").is_some() {
-            linear("output.weight", c.vocab_size, h)?
+        let output_name = if f.tensor("output.weight").is_some() {
+            "output.weight"
         } else {
-            Linear::from_torch(&embeddings, None, c.vocab_size, h)
+            "token_embd.weight"
         };
+        let output = Dense::load(f, &[output_name.to_string()], &[c.vocab_size], h)?;
         let half = c.head_dim / 2;
         let positions = c.context_length.min(1 << 17);
         let mut rope_cos = Vec::with_capacity(positions * half);
@@ -325,6 +378,11 @@ impl LlamaModel {
                     let (q, rest) = row.split_at_mut(h);
                     self.rope(q, start + r);
                     self.rope(&mut rest[..kv_w], start + r);
+                    // llama.cpp keeps the KV cache (and the query it meets) in f16.
+                    for v in row.iter_mut() {
+                        *v = round_to_f16(*v);
+                    }
+                    let rest = &row[h..];
                     s.cache.keys[l].extend_from_slice(&rest[..kv_w]);
                     s.cache.values[l].extend_from_slice(&rest[kv_w..]);
                 }
@@ -439,7 +497,8 @@ fn causal_attention(
             o.fill(0.0);
             for (p, &s) in scores.iter().enumerate() {
                 let v = &values[p * kv_w + kvh * d..p * kv_w + (kvh + 1) * d];
-                let s = s / sum;
+                // llama.cpp multiplies the f16 values by f16-rounded probabilities.
+                let s = round_to_f16(s / sum);
                 for (ov, vv) in o.iter_mut().zip(v) {
                     *ov += s * vv;
                 }

@@ -1,0 +1,357 @@
+//! Dense layers on ggml-quantized weights (Q4_1, Q8_0), computed the way llama.cpp does:
+//! each input row is quantized to 8 bits per block of 32 (Q8_1 against Q4_1 weights, Q8_0
+//! against Q8_0), the block dot products are exact integer sums, and the scales are f16.
+//! Matching llama.cpp's arithmetic keeps kiln's logits within float rounding of llama.cpp's,
+//! and the weights stay 4-8 bits wide in memory.
+
+use crate::parallel::{threads, PARALLEL_FLOP_THRESHOLD};
+use rayon::prelude::*;
+
+/// Values per quantization block.
+pub const BLOCK: usize = 32;
+
+/// The weight formats this module multiplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantFormat {
+    /// ggml Q4_1: f16 scale, f16 minimum, 32 4-bit values (20 bytes).
+    Q4_1,
+    /// ggml Q8_0: f16 scale, 32 signed bytes (34 bytes).
+    Q8_0,
+}
+
+impl QuantFormat {
+    /// Bytes of one block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            QuantFormat::Q4_1 => 20,
+            QuantFormat::Q8_0 => 34,
+        }
+    }
+}
+
+/// A dense layer without bias whose weight rows are ggml blocks.
+#[derive(Debug, Clone)]
+pub struct QuantLinear {
+    format: QuantFormat,
+    in_features: usize,
+    out_features: usize,
+    data: Vec<u8>,
+}
+
+fn f16(bits: [u8; 2]) -> f32 {
+    half_to_f32(u16::from_le_bytes(bits))
+}
+
+/// IEEE half to single precision.
+fn half_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let bits = match (exp, man) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: normalize.
+            let shift = m.leading_zeros() - 21;
+            sign | ((113 - shift) << 23) | ((m << shift) & 0x3ff) << 13
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Single to half precision, rounding to nearest even (as F16C's `vcvtps2ph`).
+pub fn f32_to_half(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let sign = ((bits >> 16) & 0x8000) as u16;
+    let exp = ((bits >> 23) & 0xff) as i32;
+    let man = bits & 0x7f_ffff;
+    if exp == 0xff {
+        return sign | 0x7c00 | if man != 0 { 0x200 } else { 0 };
+    }
+    let e = exp - 127 + 15;
+    if e >= 0x1f {
+        return sign | 0x7c00;
+    }
+    if e <= 0 {
+        if e < -10 {
+            return sign;
+        }
+        let m = man | 0x80_0000;
+        let shift = (14 - e) as u32;
+        let half = m >> shift;
+        let rem = m & ((1 << shift) - 1);
+        let mid = 1 << (shift - 1);
+        let round = rem > mid || (rem == mid && half & 1 == 1);
+        return sign | (half + round as u32) as u16;
+    }
+    let half = ((e as u32) << 10) | (man >> 13);
+    let rem = man & 0x1fff;
+    let round = rem > 0x1000 || (rem == 0x1000 && half & 1 == 1);
+    sign | (half + round as u32) as u16
+}
+
+/// Rounds to the nearest value representable in f16 (the precision of llama.cpp's KV cache).
+pub fn round_to_f16(x: f32) -> f32 {
+    half_to_f32(f32_to_half(x))
+}
+
+/// One input row quantized to 8 bits per block: scales (f16-rounded), sums, values.
+struct QuantRow {
+    d: Vec<f32>,
+    s: Vec<f32>,
+    q: Vec<i8>,
+}
+
+/// Quantizes `x` like ggml's AVX2 `quantize_row_q8_1`/`q8_0`: scale `max|x| / 127` stored as
+/// f16, values rounded half to even, and (for Q8_1) `s = d · Σq` stored as f16.
+fn quantize_row(x: &[f32]) -> QuantRow {
+    let blocks = x.len() / BLOCK;
+    let mut row = QuantRow {
+        d: Vec::with_capacity(blocks),
+        s: Vec::with_capacity(blocks),
+        q: Vec::with_capacity(x.len()),
+    };
+    for b in x.chunks_exact(BLOCK) {
+        let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        for &v in b {
+            let q = (v * id).round_ties_even() as i32;
+            sum += q;
+            row.q.push(q as i8);
+        }
+        row.d.push(round_to_f16(d));
+        row.s.push(round_to_f16(d * sum as f32));
+    }
+    row
+}
+
+impl QuantLinear {
+    /// Wraps ggml blocks of a `[out, in]` weight.
+    ///
+    /// # Panics
+    /// If `in_features` is not a multiple of 32 or `data` has the wrong length.
+    pub fn new(
+        format: QuantFormat,
+        data: Vec<u8>,
+        out_features: usize,
+        in_features: usize,
+    ) -> Self {
+        assert_eq!(
+            in_features % BLOCK,
+            0,
+            "input width must be a multiple of 32"
+        );
+        assert_eq!(
+            data.len(),
+            out_features * in_features / BLOCK * format.block_bytes(),
+            "weight bytes"
+        );
+        Self {
+            format,
+            in_features,
+            out_features,
+            data,
+        }
+    }
+
+    /// Output width.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// Input width.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Row `r` of the weight, dequantized (for embedding lookups).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let bb = self.format.block_bytes();
+        let row_bytes = self.in_features / BLOCK * bb;
+        let row = &self.data[r * row_bytes..(r + 1) * row_bytes];
+        for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
+            match self.format {
+                QuantFormat::Q8_0 => {
+                    let d = f16([blk[0], blk[1]]);
+                    for (o, &q) in o.iter_mut().zip(&blk[2..34]) {
+                        *o = q as i8 as f32 * d;
+                    }
+                }
+                QuantFormat::Q4_1 => {
+                    let (d, m) = (f16([blk[0], blk[1]]), f16([blk[2], blk[3]]));
+                    for (j, &q) in blk[4..20].iter().enumerate() {
+                        o[j] = (q & 0x0f) as f32 * d + m;
+                        o[j + 16] = (q >> 4) as f32 * d + m;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Computes `out[rows, out] = x[rows, in] · Wᵀ`.
+    ///
+    /// # Panics
+    /// If `x` or `out` do not hold `rows` rows of the right width.
+    pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        let (k, n) = (self.in_features, self.out_features);
+        assert_eq!(x.len(), rows * k, "input length");
+        assert_eq!(out.len(), rows * n, "output length");
+        let quantized: Vec<QuantRow> = x.chunks_exact(k).map(quantize_row).collect();
+        let bb = self.format.block_bytes();
+        let row_bytes = k / BLOCK * bb;
+        let compute = |o: usize, w: &[u8], dst: &mut [f32]| {
+            for (r, q) in quantized.iter().enumerate() {
+                dst[r * n + o] = dot(self.format, w, q);
+            }
+            let _ = row_bytes;
+        };
+        if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
+            // Output columns are split into chunks; each chunk writes its own columns.
+            let chunk = n.div_ceil(threads() * 4).max(1);
+            let parts: Vec<(usize, Vec<f32>)> = (0..n)
+                .step_by(chunk)
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(|start| {
+                    let end = n.min(start + chunk);
+                    let mut part = vec![0.0f32; rows * (end - start)];
+                    for o in start..end {
+                        let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
+                        for (r, q) in quantized.iter().enumerate() {
+                            part[r * (end - start) + o - start] = dot(self.format, w, q);
+                        }
+                    }
+                    (start, part)
+                })
+                .collect();
+            for (start, part) in parts {
+                let width = part.len() / rows.max(1);
+                for r in 0..rows {
+                    out[r * n + start..r * n + start + width]
+                        .copy_from_slice(&part[r * width..(r + 1) * width]);
+                }
+            }
+        } else {
+            for o in 0..n {
+                let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
+                compute(o, w, out);
+            }
+        }
+    }
+}
+
+/// Dot product of one weight row with one quantized input row.
+fn dot(format: QuantFormat, w: &[u8], x: &QuantRow) -> f32 {
+    match format {
+        QuantFormat::Q4_1 => dot_q4_1(w, &x.d, &x.s, &x.q),
+        QuantFormat::Q8_0 => dot_q8_0(w, &x.d, &x.q),
+    }
+}
+
+crate::cpu::multiversion! {
+    /// Σ over blocks of `d_w · d_x · Σ q_w q_x + m_w · s_x` (ggml's `vec_dot_q4_1_q8_1`).
+    pub fn dot_q4_1(w: &[u8], d: &[f32], s: &[f32], q: &[i8]) -> f32 {
+        let mut acc = 0.0f32;
+        let mut summs = 0.0f32;
+        for (b, blk) in w.chunks_exact(20).enumerate() {
+            let (dw, mw) = (f16([blk[0], blk[1]]), f16([blk[2], blk[3]]));
+            let qx = &q[b * BLOCK..(b + 1) * BLOCK];
+            let mut isum = 0i32;
+            for (j, &byte) in blk[4..20].iter().enumerate() {
+                isum += (byte & 0x0f) as i32 * qx[j] as i32 + (byte >> 4) as i32 * qx[j + 16] as i32;
+            }
+            acc += dw * d[b] * isum as f32;
+            summs += mw * s[b];
+        }
+        acc + summs
+    }
+}
+
+crate::cpu::multiversion! {
+    /// Σ over blocks of `d_w · d_x · Σ q_w q_x` (ggml's `vec_dot_q8_0_q8_0`).
+    pub fn dot_q8_0(w: &[u8], d: &[f32], q: &[i8]) -> f32 {
+        let mut acc = 0.0f32;
+        for (b, blk) in w.chunks_exact(34).enumerate() {
+            let dw = f16([blk[0], blk[1]]);
+            let qx = &q[b * BLOCK..(b + 1) * BLOCK];
+            let mut isum = 0i32;
+            for (j, &byte) in blk[2..34].iter().enumerate() {
+                isum += byte as i8 as i32 * qx[j] as i32;
+            }
+            acc += dw * d[b] * isum as f32;
+        }
+        acc
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_conversions_round_trip_and_round_to_even() {
+        for &x in &[0.0f32, 1.0, -2.5, 65504.0, 1e-5, 6.1e-5, 0.333_333] {
+            let h = f32_to_half(x);
+            assert!((half_to_f32(h) - x).abs() <= x.abs() * 1e-3 + 1e-7, "{x}");
+        }
+        // 1 + 2^-11 is halfway between two halves: ties go to even (1.0).
+        assert_eq!(half_to_f32(f32_to_half(1.0 + 2f32.powi(-11))), 1.0);
+        assert_eq!(f32_to_half(1e6), 0x7c00);
+    }
+
+    fn q4_1_block(d: f32, m: f32, vals: &[u8; 32]) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend(f32_to_half(d).to_le_bytes());
+        b.extend(f32_to_half(m).to_le_bytes());
+        for j in 0..16 {
+            b.push(vals[j] | (vals[j + 16] << 4));
+        }
+        b
+    }
+
+    #[test]
+    fn q4_1_matmul_is_close_to_the_float_product() {
+        let (rows, k, n) = (3, 64, 5);
+        let mut data = Vec::new();
+        for o in 0..n {
+            for b in 0..k / BLOCK {
+                let vals: [u8; 32] = std::array::from_fn(|j| ((j * 7 + o * 3 + b) % 16) as u8);
+                data.extend(q4_1_block(0.01 * (o + 1) as f32, -0.05, &vals));
+            }
+        }
+        let lin = QuantLinear::new(QuantFormat::Q4_1, data, n, k);
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 37 % 19) as f32 - 9.0) / 7.0)
+            .collect();
+        let mut out = vec![0.0; rows * n];
+        lin.forward(&x, rows, &mut out);
+        let mut w = vec![0.0; k];
+        for o in 0..n {
+            lin.dequantize_row(o, &mut w);
+            for r in 0..rows {
+                let exact: f32 = (0..k).map(|i| x[r * k + i] * w[i]).sum();
+                let got = out[r * n + o];
+                assert!(
+                    (got - exact).abs() < 0.02 * (1.0 + exact.abs()),
+                    "{r},{o}: {got} vs {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn q8_0_dot_of_exact_values_is_exact() {
+        // Weights 1..32 at scale 1 against an input that quantizes exactly (values in 127ths).
+        let mut blk = f32_to_half(1.0).to_le_bytes().to_vec();
+        blk.extend((1..=32).map(|v| v as u8));
+        let lin = QuantLinear::new(QuantFormat::Q8_0, blk, 1, 32);
+        let x: Vec<f32> = (0..32).map(|i| if i == 31 { 127.0 } else { 1.0 }).collect();
+        let mut out = [0.0];
+        lin.forward(&x, 1, &mut out);
+        let expected: f32 = (1..=31).sum::<i32>() as f32 + 32.0 * 127.0;
+        assert_eq!(out[0], expected);
+    }
+}
