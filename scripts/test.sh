@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== fetching the real model (skipped when present)"
+echo "== fetching the real models (skipped when present)"
 cargo run --release --quiet -p kiln-cli -- fetch all-MiniLM-L6-v2
+cargo run --release --quiet -p kiln-cli -- fetch SmolLM2-135M-Instruct
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

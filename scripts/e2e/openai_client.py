@@ -28,7 +28,7 @@ def cosine(a, b):
 
 def start(kiln, model):
     proc = subprocess.Popen(
-        [kiln, "serve", "--offline", "--port", "0", "--model", model],
+        [kiln, "serve", "--offline", "--port", "0", "--model", model, "--model", "SmolLM2-135M-Instruct"],
         stderr=subprocess.PIPE,
         text=True,
         env={"RUST_LOG": "info", "NO_COLOR": "1", "PATH": "/usr/bin:/bin"},
@@ -69,6 +69,23 @@ def main():
             print(f"{fmt}: {len(resp.data)} vectors of {len(resp.data[0].embedding)}, "
                   f"worst cosine {worst:.7f}, prompt_tokens {resp.usage.prompt_tokens} (expected {tokens}): "
                   f"{'ok' if ok else 'FAILED'}")
+        stream = client.chat.completions.create(
+            model="SmolLM2-135M-Instruct",
+            messages=[{"role": "system", "content": "You are a concise assistant."},
+                      {"role": "user", "content": "What is the capital of France?"}],
+            stream=True, temperature=0, max_tokens=24, stream_options={"include_usage": True},
+        )
+        pieces, usage, finish = [], None, None
+        for chunk in stream:
+            if chunk.usage:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                pieces.append(choice.delta.content or "")
+                finish = choice.finish_reason or finish
+        answer = "".join(pieces)
+        ok = "Paris" in answer and usage is not None and usage.completion_tokens > 0 and finish in ("stop", "length")
+        failures += not ok
+        print(f"chat stream: {len(pieces)} chunks, {answer!r}, finish {finish}, usage {usage}: {'ok' if ok else 'FAILED'}")
         try:
             client.embeddings.create(model="no-such-model", input="x")
             print("unknown model: no error raised: FAILED")
@@ -78,7 +95,7 @@ def main():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    print(f"{3 - failures} passed, {failures} failed")
+    print(f"{4 - failures} passed, {failures} failed")
     sys.exit(1 if failures else 0)
 
 

@@ -82,12 +82,16 @@ impl Drop for Server {
 }
 
 fn serve(model: &Path) -> Server {
-    let mut child = kiln()
-        .args(["serve", "--port", "0", "--offline", "--model"])
-        .arg(model)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    serve_models(&[model])
+}
+
+fn serve_models(models: &[&Path]) -> Server {
+    let mut cmd = kiln();
+    cmd.args(["serve", "--port", "0", "--offline"]);
+    for m in models {
+        cmd.arg("--model").arg(m);
+    }
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     let port = loop {
@@ -306,4 +310,230 @@ fn inspect_reads_safetensors_and_pytorch_checkpoints_and_refuses_hostile_ones() 
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refused to load"));
+}
+
+fn real_chat_model() -> PathBuf {
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        f.is_file(),
+        "the real chat model is missing: run `cargo run --release -p kiln-cli -- fetch SmolLM2-135M-Instruct` (or scripts/test.sh)"
+    );
+    f
+}
+
+fn chat_body(question: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "model": "SmolLM2-135M-Instruct.Q4_1",
+        "messages": [{"role": "system", "content": "You are a concise assistant."}, {"role": "user", "content": question}],
+        "temperature": 0,
+        "max_tokens": 24,
+    });
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    body
+}
+
+#[test]
+fn chat_completions_answer_stream_and_batch_concurrent_requests_identically() {
+    let server = serve_models(&[&real_chat_model(), &real_model()]);
+    let port = server.port;
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat_body("What is the capital of France?", json!({}))),
+    );
+    assert_eq!(status, 200, "{body}");
+    let answer = body["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(answer.contains("Paris"), "{answer}");
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    let usage = &body["usage"];
+    assert_eq!(
+        usage["total_tokens"],
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+
+    // Streaming gives the same text, then a finish chunk, a usage chunk and [DONE].
+    let (status, raw) = http(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat_body(
+            "What is the capital of France?",
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        )),
+    );
+    assert_eq!(status, 200);
+    let raw = raw.as_str().unwrap();
+    let events: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(*events.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, answer);
+    assert_eq!(
+        chunks[chunks.len() - 2]["choices"][0]["finish_reason"],
+        "stop"
+    );
+    assert_eq!(
+        chunks.last().unwrap()["usage"]["completion_tokens"],
+        usage["completion_tokens"]
+    );
+
+    // Greedy answers are the same whether requests run alone or batched together.
+    let questions = [
+        "Name a primary color.",
+        "What is 2 + 2?",
+        "Say hello in French.",
+    ];
+    let alone: Vec<String> = questions
+        .iter()
+        .map(|q| {
+            http(
+                port,
+                "POST",
+                "/v1/chat/completions",
+                Some(&chat_body(q, json!({}))),
+            )
+            .1["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let together: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = questions
+            .iter()
+            .map(|q| {
+                s.spawn(move || {
+                    http(
+                        port,
+                        "POST",
+                        "/v1/chat/completions",
+                        Some(&chat_body(q, json!({}))),
+                    )
+                    .1["choices"][0]["message"]["content"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(alone, together);
+
+    // Completions, stop strings, and the same seed giving the same sample.
+    let completion = |extra: Value| {
+        let mut b = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": "The capital of France is", "max_tokens": 12, "temperature": 0});
+        b.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        http(port, "POST", "/v1/completions", Some(&b))
+    };
+    let (status, c) = completion(json!({}));
+    assert_eq!(status, 200, "{c}");
+    let text = c["choices"][0]["text"].as_str().unwrap().to_string();
+    assert!(text.starts_with(" Paris"), "{text}");
+    assert_eq!(c["choices"][0]["finish_reason"], "length");
+    assert_eq!(c["usage"]["completion_tokens"], 12);
+    let (_, stopped) = completion(json!({"stop": ["."]}));
+    assert_eq!(stopped["choices"][0]["text"], " Paris");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+    let sample = |seed: u64| {
+        completion(json!({"temperature": 1.2, "seed": seed})).1["choices"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(sample(7), sample(7));
+}
+
+#[test]
+fn chat_requests_with_bad_fields_get_openai_errors() {
+    let server = serve_models(&[&real_chat_model(), &real_model()]);
+    let port = server.port;
+    let cases = [
+        (
+            json!({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": []}),
+            400,
+            "messages",
+        ),
+        (
+            json!({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "wizard", "content": "hi"}]}),
+            400,
+            "wizard",
+        ),
+        (
+            json!({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "hi"}], "temprature": 0.5}),
+            400,
+            "temprature",
+        ),
+        (
+            json!({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "hi"}], "temperature": 9}),
+            400,
+            "temperature",
+        ),
+        (
+            json!({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "hi"}], "n": 2}),
+            400,
+            "n = 1",
+        ),
+        (
+            json!({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}),
+            400,
+            "context",
+        ),
+        (
+            json!({"model": "all-MiniLM-L6-v2", "messages": [{"role": "user", "content": "hi"}]}),
+            400,
+            "embedding model",
+        ),
+        (
+            json!({"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]}),
+            404,
+            "does not exist",
+        ),
+    ];
+    for (body, status, needle) in cases {
+        let (s, e) = http(port, "POST", "/v1/chat/completions", Some(&body));
+        assert_eq!(s, status, "{body} -> {e}");
+        let msg = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    // An over-long prompt names the limit.
+    let long = "word ".repeat(9000);
+    let (s, e) = http(
+        port,
+        "POST",
+        "/v1/completions",
+        Some(&json!({"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": long})),
+    );
+    assert_eq!(s, 400);
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("at most"),
+        "{e}"
+    );
+    let (s, _) = http(
+        port,
+        "POST",
+        "/v1/embeddings",
+        Some(&json!({"model": "SmolLM2-135M-Instruct.Q4_1", "input": "x"})),
+    );
+    assert_eq!(s, 400);
 }
