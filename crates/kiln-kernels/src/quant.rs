@@ -245,9 +245,102 @@ impl QuantLinear {
 
 /// Dot product of one weight row with one quantized input row.
 fn dot(format: QuantFormat, w: &[u8], x: &QuantRow) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd_level() >= crate::cpu::SimdLevel::Avx2 {
+        debug_assert_eq!(w.len() / format.block_bytes() * BLOCK, x.q.len());
+        // SAFETY: AVX2 and FMA are present (checked by simd_level); the kernels read
+        // `w.len() / block_bytes` blocks from `w` and as many scales/32-value groups from the
+        // row, whose lengths match (both come from the same layer width, asserted in `forward`).
+        return unsafe {
+            match format {
+                QuantFormat::Q4_1 => avx2::dot_q4_1(w, &x.d, &x.s, &x.q),
+                QuantFormat::Q8_0 => avx2::dot_q8_0(w, &x.d, &x.q),
+            }
+        };
+    }
     match format {
         QuantFormat::Q4_1 => dot_q4_1(w, &x.d, &x.s, &x.q),
         QuantFormat::Q8_0 => dot_q8_0(w, &x.d, &x.q),
+    }
+}
+
+/// AVX2 integer dot products (`vpmaddubsw`), the arithmetic of ggml's AVX2 kernels.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{f16, BLOCK};
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY: plain register arithmetic; the caller's target features include AVX.
+        unsafe {
+            let lo = _mm256_castps256_ps128(v);
+            let hi = _mm256_extractf128_ps(v, 1);
+            let s = _mm_add_ps(lo, hi);
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// Q4_1 weights against Q8_1 activations.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present; `w` holds `n` 20-byte blocks and `d`, `s` at least `n`
+    /// values, `q` at least `32 n`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q4_1(w: &[u8], d: &[f32], s: &[f32], q: &[i8]) -> f32 {
+        let n = w.len() / 20;
+        assert!(d.len() >= n && s.len() >= n && q.len() >= n * BLOCK);
+        // SAFETY: every load reads inside block `b < n` of `w` (20 bytes at `20 b`, of which
+        // bytes 4..20 are loaded) and inside `q[32 b .. 32 b + 32]`, both checked above.
+        unsafe {
+            let mask = _mm_set1_epi8(0x0f);
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0.0f32;
+            for b in 0..n {
+                let blk = &w[b * 20..b * 20 + 20];
+                let (dw, mw) = (f16([blk[0], blk[1]]), f16([blk[2], blk[3]]));
+                summs += mw * s[b];
+                let raw = _mm_loadu_si128(blk.as_ptr().add(4) as *const __m128i);
+                let lo = _mm_and_si128(raw, mask);
+                let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+                let qw = _mm256_set_m128i(hi, lo);
+                let qx = _mm256_loadu_si256(q.as_ptr().add(b * BLOCK) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qw, qx), ones);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * d[b]), _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum(acc) + summs
+        }
+    }
+
+    /// Q8_0 weights against Q8_0 activations.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be present; `w` holds `n` 34-byte blocks, `d` at least `n` values and
+    /// `q` at least `32 n`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q8_0(w: &[u8], d: &[f32], q: &[i8]) -> f32 {
+        let n = w.len() / 34;
+        assert!(d.len() >= n && q.len() >= n * BLOCK);
+        // SAFETY: loads stay inside block `b < n` of `w` (bytes 2..34 of it) and inside
+        // `q[32 b .. 32 b + 32]`, checked above.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..n {
+                let blk = &w[b * 34..b * 34 + 34];
+                let dw = f16([blk[0], blk[1]]);
+                let qw = _mm256_loadu_si256(blk.as_ptr().add(2) as *const __m256i);
+                let qx = _mm256_loadu_si256(q.as_ptr().add(b * BLOCK) as *const __m256i);
+                // |w| as unsigned times x with w's sign: the signed product, via vpmaddubsw.
+                let p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(qw, qw), _mm256_sign_epi8(qx, qw));
+                let p = _mm256_madd_epi16(p16, ones);
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(dw * d[b]), _mm256_cvtepi32_ps(p), acc);
+            }
+            hsum(acc)
+        }
     }
 }
 
@@ -340,6 +433,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn simd_dots_match_the_scalar_dots() {
+        let k = 256;
+        let x: Vec<f32> = (0..k)
+            .map(|i| ((i * 7919 % 251) as f32 - 125.0) / 37.0)
+            .collect();
+        let row = quantize_row(&x);
+        let q4: Vec<u8> = (0..k / BLOCK)
+            .flat_map(|b| {
+                let vals: [u8; 32] = std::array::from_fn(|j| ((j * 5 + b * 3) % 16) as u8);
+                q4_1_block(0.02 + b as f32 * 0.001, -0.1, &vals)
+            })
+            .collect();
+        let q8: Vec<u8> = (0..k / BLOCK)
+            .flat_map(|b| {
+                let mut blk = f32_to_half(0.01 * (b + 1) as f32).to_le_bytes().to_vec();
+                blk.extend(
+                    (0..32).map(|j| ((j as i32 * 37 + b as i32 * 11) % 255 - 127) as i8 as u8),
+                );
+                blk
+            })
+            .collect();
+        let scalar4 = dot_q4_1(&q4, &row.d, &row.s, &row.q);
+        let scalar8 = dot_q8_0(&q8, &row.d, &row.q);
+        let fast4 = dot(QuantFormat::Q4_1, &q4, &row);
+        let fast8 = dot(QuantFormat::Q8_0, &q8, &row);
+        assert!(
+            (fast4 - scalar4).abs() <= 1e-4 * (1.0 + scalar4.abs()),
+            "{fast4} vs {scalar4}"
+        );
+        assert!(
+            (fast8 - scalar8).abs() <= 1e-4 * (1.0 + scalar8.abs()),
+            "{fast8} vs {scalar8}"
+        );
     }
 
     #[test]
