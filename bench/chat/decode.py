@@ -122,6 +122,10 @@ kiln: `kiln serve`, streamed over HTTP (includes HTTP/SSE). llama.cpp: llama-cpp
 kiln aggregate decode with concurrent streams (continuous batching): {', '.join(f'{n} streams: {v:.1f} tokens/s' for n, v in agg.items())}
 (ratio 8 streams / 1 stream: {agg[8]/agg[1]:.2f}x).
 
+Caveat: llama-cpp-python keeps the previous prompt's KV cache and reuses the common prefix, so its
+time to first token for a repeated prompt measures little more than one token; kiln (no prefix
+cache yet) prefills the whole prompt each time. Compare decode rates, not first-token times.
+
 Not measured yet (issue 3 asks for them): Python transformers, a 500-token prompt, 16 streams, resident memory, Gemma 3.
 """
     path = f"bench/results/chat-decode-{date}.md"

@@ -451,9 +451,7 @@ mod tests {
         let q8: Vec<u8> = (0..k / BLOCK)
             .flat_map(|b| {
                 let mut blk = f32_to_half(0.01 * (b + 1) as f32).to_le_bytes().to_vec();
-                blk.extend(
-                    (0..32).map(|j| ((j as i32 * 37 + b as i32 * 11) % 255 - 127) as i8 as u8),
-                );
+                blk.extend((0..32i32).map(|j| ((j * 37 + b as i32 * 11) % 255 - 127) as i8 as u8));
                 blk
             })
             .collect();
