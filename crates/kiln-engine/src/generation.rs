@@ -10,6 +10,7 @@ use crate::EngineError;
 use kiln_core::models::llama::{KvCache, SequenceStep};
 use kiln_core::sampling::{Sampler, SamplingParams};
 use kiln_core::ChatModel;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -98,6 +99,7 @@ pub struct GenerationEngine {
     name: String,
     model: Arc<ChatModel>,
     queue: Arc<BoundedQueue<Job>>,
+    running: Arc<AtomicUsize>,
     config: GenerationConfig,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -108,17 +110,24 @@ impl GenerationEngine {
         let name = name.into();
         let model = Arc::new(model);
         let queue = Arc::new(BoundedQueue::new(config.max_queue.max(1)));
+        let running = Arc::new(AtomicUsize::new(0));
         let worker = {
-            let (model, queue, config) = (model.clone(), queue.clone(), config.clone());
+            let (model, queue, config, running) = (
+                model.clone(),
+                queue.clone(),
+                config.clone(),
+                running.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("kiln-gen-{name}"))
-                .spawn(move || Scheduler::new(&model, &config).run(&queue))
+                .spawn(move || Scheduler::new(&model, &config, &running).run(&queue))
                 .expect("spawning the generation thread")
         };
         Self {
             name,
             model,
             queue,
+            running,
             config,
             worker: Some(worker),
         }
@@ -145,6 +154,11 @@ impl GenerationEngine {
     /// Requests waiting for a slot.
     pub fn queue_depth(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Sequences being prefilled or decoded.
+    pub fn running_sequences(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Queues a request; events arrive on the returned channel. Dropping the receiver cancels it.
@@ -197,15 +211,18 @@ struct Scheduler<'a> {
     config: &'a GenerationConfig,
     running: Vec<Sequence>,
     reserved: usize,
+    /// Published `running.len()`.
+    count: &'a AtomicUsize,
 }
 
 impl<'a> Scheduler<'a> {
-    fn new(model: &'a ChatModel, config: &'a GenerationConfig) -> Self {
+    fn new(model: &'a ChatModel, config: &'a GenerationConfig, count: &'a AtomicUsize) -> Self {
         Self {
             model,
             config,
             running: Vec::new(),
             reserved: 0,
+            count,
         }
     }
 
@@ -234,11 +251,14 @@ impl<'a> Scheduler<'a> {
                     _ => break,
                 }
             }
+            // A client that went away frees its slot here, before the next step.
             self.running.retain(|s| !s.job.events.is_closed());
             self.reserved = self.running.iter().map(|s| s.reserved).sum();
+            self.count.store(self.running.len(), Ordering::Relaxed);
             if !self.running.is_empty() {
                 self.step();
             }
+            self.count.store(self.running.len(), Ordering::Relaxed);
         }
     }
 

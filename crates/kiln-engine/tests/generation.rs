@@ -1,0 +1,151 @@
+//! The generation engine on the real SmolLM2 GGUF: cancellation frees a slot, slots and the
+//! queue bound admission, stop strings end output, and batching does not change greedy text.
+
+use kiln_core::sampling::SamplingParams;
+use kiln_core::ChatModel;
+use kiln_engine::{
+    EngineError, FinishReason, GenerationConfig, GenerationEngine, GenerationEvent,
+    GenerationRequest,
+};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+fn model() -> ChatModel {
+    let f = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        f.is_file(),
+        "run `cargo run --release -p kiln-cli -- fetch SmolLM2-135M-Instruct` (or scripts/test.sh)"
+    );
+    ChatModel::load(&f).unwrap()
+}
+
+fn request(
+    engine: &GenerationEngine,
+    prompt: &str,
+    max_tokens: usize,
+    stop: &[&str],
+) -> GenerationRequest {
+    GenerationRequest {
+        prompt: engine.model().encode_prompt(prompt).unwrap(),
+        params: SamplingParams::greedy(),
+        max_tokens,
+        stop: stop.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+fn collect(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<GenerationEvent>,
+) -> (String, FinishReason, usize) {
+    let mut text = String::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            GenerationEvent::Text(t) => text.push_str(&t),
+            GenerationEvent::Done {
+                reason,
+                completion_tokens,
+                ..
+            } => return (text, reason, completion_tokens),
+            GenerationEvent::Error(e) => panic!("{e}"),
+        }
+    }
+    panic!("the engine stopped without finishing");
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn a_client_that_leaves_frees_its_sequence_and_the_queue_is_bounded() {
+    let config = GenerationConfig {
+        max_sequences: 1,
+        max_queue: 1,
+        ..GenerationConfig::default()
+    };
+    let engine = GenerationEngine::start("smol", model(), config);
+    // A long request takes the only slot.
+    let mut long = engine
+        .submit(request(&engine, "Once upon a time", 2000, &[]))
+        .unwrap();
+    assert!(matches!(
+        long.blocking_recv(),
+        Some(GenerationEvent::Text(_))
+    ));
+    wait_until("the first request runs", || {
+        engine.running_sequences() == 1 && engine.queue_depth() == 0
+    });
+    // The next one waits in the queue, and the one after is refused at once.
+    let waiting = engine
+        .submit(request(&engine, "The capital of France is", 8, &[]))
+        .unwrap();
+    match engine.submit(request(&engine, "Hello", 8, &[])) {
+        Err(EngineError::Overloaded { queued, .. }) => assert_eq!(queued, 1),
+        other => panic!("expected Overloaded, got {:?}", other.map(|_| ())),
+    }
+    // The first client leaves: its sequence is dropped at the next step, long before 2000 tokens.
+    let left = Instant::now();
+    drop(long);
+    let (text, reason, n) = collect(waiting);
+    assert!(
+        left.elapsed() < Duration::from_secs(10),
+        "the slot was not freed"
+    );
+    assert_eq!((reason, n), (FinishReason::Length, 8));
+    assert!(text.starts_with(" Paris"), "{text}");
+    wait_until("nothing runs", || engine.running_sequences() == 0);
+}
+
+#[test]
+fn stop_strings_end_generation_without_being_emitted() {
+    let engine = GenerationEngine::start("smol", model(), GenerationConfig::default());
+    let (full, _, _) = collect(
+        engine
+            .submit(request(&engine, "The capital of France is", 12, &[]))
+            .unwrap(),
+    );
+    let (cut, reason, _) = collect(
+        engine
+            .submit(request(&engine, "The capital of France is", 12, &["."]))
+            .unwrap(),
+    );
+    assert_eq!(reason, FinishReason::Stop);
+    assert_eq!(cut, full[..full.find('.').unwrap()]);
+    // A stop string spanning three tokens (" Paris", ".", "\n\n") is found too.
+    let at = full.find("s.\n").expect("the reference text has \"s.\\n\"");
+    let (cut2, reason, _) = collect(
+        engine
+            .submit(request(&engine, "The capital of France is", 12, &["s.\n"]))
+            .unwrap(),
+    );
+    assert_eq!(reason, FinishReason::Stop);
+    assert_eq!(cut2, full[..at]);
+}
+
+#[test]
+fn greedy_text_is_the_same_alone_and_in_a_batch() {
+    let engine = GenerationEngine::start("smol", model(), GenerationConfig::default());
+    let prompts = [
+        "The capital of France is",
+        "def fibonacci(n):",
+        "Water boils at",
+        "My favourite colour is",
+    ];
+    let alone: Vec<String> = prompts
+        .iter()
+        .map(|p| collect(engine.submit(request(&engine, p, 16, &[])).unwrap()).0)
+        .collect();
+    let receivers: Vec<_> = prompts
+        .iter()
+        .map(|p| engine.submit(request(&engine, p, 16, &[])).unwrap())
+        .collect();
+    let together: Vec<String> = receivers.into_iter().map(|rx| collect(rx).0).collect();
+    assert_eq!(alone, together);
+}
