@@ -1,7 +1,7 @@
 //! The embedding engine: dynamic batching of encoder requests on a dedicated compute thread.
 
 use crate::observer::{BatchReport, EngineObserver};
-use crate::queue::{BoundedQueue, PushError};
+use crate::queue::BoundedQueue;
 use kiln_core::SentenceEmbedder;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -143,17 +143,9 @@ impl EmbeddingEngine {
             normalize,
             reply,
         };
-        match self.queue.push(job) {
-            Ok(depth) => {
-                self.observer.queue_depth(&self.name, depth);
-                Ok(PendingEmbeddings(rx))
-            }
-            Err((PushError::Full, _)) => Err(EngineError::Overloaded {
-                model: self.name.clone(),
-                queued: self.queue.len(),
-            }),
-            Err((PushError::Closed, _)) => Err(EngineError::Stopped(self.name.clone())),
-        }
+        let depth = self.queue.admit(job, &self.name)?;
+        self.observer.queue_depth(&self.name, depth);
+        Ok(PendingEmbeddings(rx))
     }
 
     /// Stops accepting work, finishes what is queued and joins the compute thread.

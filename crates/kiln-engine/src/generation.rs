@@ -5,7 +5,7 @@
 //! never stalls running streams for long). Sequences join between steps when a slot and KV
 //! budget are free, and leave when they finish or their client goes away.
 
-use crate::queue::{BoundedQueue, PushError};
+use crate::queue::BoundedQueue;
 use crate::EngineError;
 use kiln_core::models::llama::{KvCache, SequenceStep};
 use kiln_core::sampling::{Sampler, SamplingParams};
@@ -167,17 +167,14 @@ impl GenerationEngine {
         request: GenerationRequest,
     ) -> Result<mpsc::UnboundedReceiver<GenerationEvent>, EngineError> {
         let (tx, rx) = mpsc::unbounded_channel();
-        match self.queue.push(Job {
-            request,
-            events: tx,
-        }) {
-            Ok(_) => Ok(rx),
-            Err((PushError::Full, _)) => Err(EngineError::Overloaded {
-                model: self.name.clone(),
-                queued: self.queue.len(),
-            }),
-            Err((PushError::Closed, _)) => Err(EngineError::Stopped(self.name.clone())),
-        }
+        self.queue.admit(
+            Job {
+                request,
+                events: tx,
+            },
+            &self.name,
+        )?;
+        Ok(rx)
     }
 
     /// Stops accepting work, finishes running and queued sequences, and joins the thread.

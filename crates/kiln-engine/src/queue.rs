@@ -95,6 +95,17 @@ impl<T> BoundedQueue<T> {
         self.len() == 0
     }
 
+    /// Queues `item` for the model `model`, turning a refusal into the engine's error.
+    pub fn admit(&self, item: T, model: &str) -> Result<usize, crate::EngineError> {
+        self.push(item).map_err(|(why, _)| match why {
+            PushError::Full => crate::EngineError::Overloaded {
+                model: model.to_string(),
+                queued: self.len(),
+            },
+            PushError::Closed => crate::EngineError::Stopped(model.to_string()),
+        })
+    }
+
     /// Refuses further pushes and wakes the consumer; queued items are still handed out.
     pub fn close(&self) {
         self.lock().closed = true;

@@ -53,6 +53,28 @@ struct Knobs {
     n: Option<usize>,
 }
 
+/// Builds [`Knobs`] from a chat or completion request (their sampling fields share names).
+macro_rules! knobs {
+    ($req:ident, max_tokens: $max:expr, default_max: $default:expr) => {
+        Knobs {
+            max_tokens: $max,
+            default_max: $default,
+            stream: $req.stream,
+            include_usage: $req.stream_options.is_some_and(|o| o.include_usage),
+            temperature: $req.temperature,
+            top_p: $req.top_p,
+            top_k: $req.top_k,
+            min_p: $req.min_p,
+            presence_penalty: $req.presence_penalty,
+            frequency_penalty: $req.frequency_penalty,
+            repetition_penalty: $req.repetition_penalty,
+            seed: $req.seed,
+            stop: $req.stop,
+            n: $req.n,
+        }
+    };
+}
+
 fn chat_engine(
     state: &AppState,
     model: &str,
@@ -172,22 +194,7 @@ pub async fn chat_completions(
         .model()
         .encode_chat(&messages)
         .map_err(|e| ApiError::invalid(e.to_string()).with_param("messages"))?;
-    let knobs = Knobs {
-        max_tokens: req.max_completion_tokens.or(req.max_tokens),
-        default_max: usize::MAX,
-        stream: req.stream,
-        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        seed: req.seed,
-        stop: req.stop,
-        n: req.n,
-    };
+    let knobs = knobs!(req, max_tokens: req.max_completion_tokens.or(req.max_tokens), default_max: usize::MAX);
     let p = plan(engine, req.model, prompt, knobs)?;
     run(p, Kind::Chat).await
 }
@@ -209,23 +216,8 @@ pub async fn completions(
         .model()
         .encode_prompt(prompt)
         .map_err(|e| ApiError::invalid(e.to_string()).with_param("prompt"))?;
-    let knobs = Knobs {
-        max_tokens: req.max_tokens,
-        // OpenAI's default for completions is 16 tokens.
-        default_max: 16,
-        stream: req.stream,
-        include_usage: req.stream_options.is_some_and(|o| o.include_usage),
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        min_p: req.min_p,
-        presence_penalty: req.presence_penalty,
-        frequency_penalty: req.frequency_penalty,
-        repetition_penalty: req.repetition_penalty,
-        seed: req.seed,
-        stop: req.stop,
-        n: req.n,
-    };
+    // OpenAI's default for completions is 16 tokens.
+    let knobs = knobs!(req, max_tokens: req.max_tokens, default_max: 16);
     let p = plan(engine, req.model, ids, knobs)?;
     run(p, Kind::Completion).await
 }
