@@ -202,12 +202,6 @@ impl QuantLinear {
         let quantized: Vec<QuantRow> = x.chunks_exact(k).map(quantize_row).collect();
         let bb = self.format.block_bytes();
         let row_bytes = k / BLOCK * bb;
-        let compute = |o: usize, w: &[u8], dst: &mut [f32]| {
-            for (r, q) in quantized.iter().enumerate() {
-                dst[r * n + o] = dot(self.format, w, q);
-            }
-            let _ = row_bytes;
-        };
         if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
             // Output columns are split into chunks; each chunk writes its own columns.
             let chunk = n.div_ceil(threads() * 4).max(1);
@@ -237,7 +231,9 @@ impl QuantLinear {
         } else {
             for o in 0..n {
                 let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
-                compute(o, w, out);
+                for (r, q) in quantized.iter().enumerate() {
+                    out[r * n + o] = dot(self.format, w, q);
+                }
             }
         }
     }
