@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One text or a list of texts.
+/// One text or a list of texts (also the shape of `stop` and `prompt`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum TextInput {

@@ -1,26 +1,7 @@
 //! Request and response bodies of OpenAI's chat and text completions.
 
+use crate::schema::TextInput;
 use serde::{Deserialize, Serialize};
-
-/// One string or a list of strings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany {
-    /// A single string.
-    One(String),
-    /// Several strings.
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    /// The strings as a list.
-    pub fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
 
 /// A message's content: text, or a list of typed parts of which kiln reads the text ones.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +44,10 @@ pub struct StreamOptions {
     #[serde(default)]
     pub include_usage: bool,
 }
+
+// The sampling fields below repeat in both request types on purpose: serde cannot combine
+// `#[serde(flatten)]` with `deny_unknown_fields`, and refusing unknown fields (a typo such as
+// `temprature`) is worth the repetition.
 
 /// `POST /v1/chat/completions` request.
 #[derive(Debug, Deserialize)]
@@ -110,7 +95,7 @@ pub struct ChatCompletionRequest {
     pub seed: Option<u64>,
     /// Stop strings.
     #[serde(default)]
-    pub stop: Option<OneOrMany>,
+    pub stop: Option<TextInput>,
     /// Number of choices (1).
     #[serde(default)]
     pub n: Option<usize>,
@@ -126,7 +111,7 @@ pub struct CompletionRequest {
     /// The served model name.
     pub model: String,
     /// The prompt (one string).
-    pub prompt: OneOrMany,
+    pub prompt: TextInput,
     /// Stream.
     #[serde(default)]
     pub stream: bool,
@@ -162,7 +147,7 @@ pub struct CompletionRequest {
     pub seed: Option<u64>,
     /// Stop strings.
     #[serde(default)]
-    pub stop: Option<OneOrMany>,
+    pub stop: Option<TextInput>,
     /// Number of choices (1).
     #[serde(default)]
     pub n: Option<usize>,

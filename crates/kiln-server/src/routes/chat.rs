@@ -3,8 +3,9 @@
 use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::registry::Engine;
+use crate::schema::TextInput;
 use crate::schema_chat::{
-    ChatCompletionRequest, CompletionRequest, CompletionUsage, MessageContent, OneOrMany,
+    ChatCompletionRequest, CompletionRequest, CompletionUsage, MessageContent,
 };
 use crate::state::AppState;
 use axum::extract::State;
@@ -49,7 +50,7 @@ struct Knobs {
     frequency_penalty: Option<f32>,
     repetition_penalty: Option<f32>,
     seed: Option<u64>,
-    stop: Option<OneOrMany>,
+    stop: Option<TextInput>,
     n: Option<usize>,
 }
 
@@ -130,7 +131,7 @@ fn plan(
         seed: k.seed,
     };
     params.validate().map_err(ApiError::invalid)?;
-    let stop = k.stop.map(OneOrMany::into_vec).unwrap_or_default();
+    let stop = k.stop.map(TextInput::into_vec).unwrap_or_default();
     if stop.len() > MAX_STOP {
         return Err(
             ApiError::invalid(format!("at most {MAX_STOP} stop strings are allowed"))
