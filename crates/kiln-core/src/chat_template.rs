@@ -32,8 +32,31 @@ pub struct ChatTemplate {
     eos_token: String,
 }
 
-/// Gemma's turn format, for GGUF files that carry no template of their own.
-pub const GEMMA_TEMPLATE: &str = "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}{% if role == 'system' %}{{ '<start_of_turn>user\n' + message['content'] | trim + '\n\n' }}{% else %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}";
+/// Gemma's turn format (the template Gemma 3's tokenizer config ships, text-only), for GGUF
+/// files that carry no template of their own: a system message is prefixed to the first user
+/// turn, roles must alternate, and the assistant's role is called `model`.
+pub const GEMMA_TEMPLATE: &str = concat!(
+    "{{ bos_token }}",
+    "{%- if messages[0]['role'] == 'system' -%}",
+    "{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}",
+    "{%- set loop_messages = messages[1:] -%}",
+    "{%- else -%}",
+    "{%- set first_user_prefix = '' -%}",
+    "{%- set loop_messages = messages -%}",
+    "{%- endif -%}",
+    "{%- for message in loop_messages -%}",
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}",
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}",
+    "{%- endif -%}",
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}",
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}",
+    "{{ message['content'] | trim }}",
+    "{{ '<end_of_turn>\n' }}",
+    "{%- endfor -%}",
+    "{%- if add_generation_prompt -%}",
+    "{{ '<start_of_turn>model\n' }}",
+    "{%- endif -%}",
+);
 
 impl ChatTemplate {
     /// Compiles `source`; `bos_token` and `eos_token` are the strings templates see under those names.
@@ -115,5 +138,26 @@ mod tests {
             out,
             "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
         );
+        let with_system = t
+            .render(
+                &[
+                    ChatMessage::new("system", "Be brief."),
+                    ChatMessage::new("user", "  Hi  "),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            with_system,
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let err = t
+            .render(
+                &[ChatMessage::new("user", "a"), ChatMessage::new("user", "b")],
+                true,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("alternate"), "{err}");
     }
 }

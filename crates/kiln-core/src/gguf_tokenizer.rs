@@ -1,8 +1,10 @@
-//! The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata, rebuilt with the
-//! `tokenizers` crate: byte-level BPE (`gpt2` style: SmolLM2, Qwen2, Llama 3), special tokens
-//! from the token types, and BOS/EOS ids.
+//! The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata: byte-level BPE (`gpt2`
+//! style: SmolLM2, Qwen2, Llama 3) rebuilt with the `tokenizers` crate, or SentencePiece
+//! (`llama` style: Gemma) with [`SpmTokenizer`]; special tokens from the token types, and
+//! BOS/EOS ids.
 
 use crate::error::{Error, Result};
+use crate::spm_tokenizer::{token_type, SpmTokenizer};
 use crate::weights::gguf::{GgufFile, MetaValue};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -12,14 +14,20 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-/// ggml's token type of control tokens (`<|im_start|>`, `</s>`, ...).
-const TOKEN_TYPE_CONTROL: u64 = 3;
-/// ggml's token type of user-defined tokens.
-const TOKEN_TYPE_USER_DEFINED: u64 = 4;
+const TOKEN_TYPE_CONTROL: u64 = token_type::CONTROL;
+const TOKEN_TYPE_USER_DEFINED: u64 = token_type::USER_DEFINED;
+
+/// The two tokenization algorithms GGUF files use.
+enum Inner {
+    /// Byte-level BPE with merges (`tokenizer.ggml.model = "gpt2"`).
+    Bpe(Box<Tokenizer>),
+    /// SentencePiece pieces merged by score (`tokenizer.ggml.model = "llama"`).
+    Spm(Box<SpmTokenizer>),
+}
 
 /// A GGUF model's tokenizer and its special tokens.
 pub struct GgufTokenizer {
-    inner: Tokenizer,
+    inner: Inner,
     tokens: Vec<String>,
     /// Beginning-of-sequence token, if the model has one.
     pub bos: Option<u32>,
@@ -70,13 +78,58 @@ impl GgufTokenizer {
             .ok_or_else(|| {
                 Error::weights(f.path(), "metadata `tokenizer.ggml.model` is missing")
             })?;
-        if model != "gpt2" {
-            return Err(Error::Unsupported(format!(
-                "{}: tokenizer model `{model}` (kiln reads byte-level BPE, `gpt2`, so far)",
-                f.path().display()
-            )));
-        }
         let tokens = strings(f, "tokenizer.ggml.tokens")?;
+        let types: Vec<u64> = f
+            .meta("tokenizer.ggml.token_type")
+            .and_then(MetaValue::as_array)
+            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
+            .unwrap_or_default();
+        let inner = match model {
+            "gpt2" => Inner::Bpe(Box::new(Self::bpe(f, &tokens, &types)?)),
+            "llama" => Inner::Spm(Box::new(Self::spm(f, &tokens, &types)?)),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "{}: tokenizer model `{other}` (kiln reads `gpt2` byte-level BPE and `llama` SentencePiece)",
+                    f.path().display()
+                )))
+            }
+        };
+        let n = tokens.len();
+        let bos = token_id(f, "tokenizer.ggml.bos_token_id", n);
+        let eos = token_id(f, "tokenizer.ggml.eos_token_id", n);
+        let mut stop_tokens: Vec<u32> = [
+            eos,
+            token_id(f, "tokenizer.ggml.eot_token_id", n),
+            token_id(f, "tokenizer.ggml.eom_token_id", n),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Chat models end a turn with these control tokens even when EOS is another token.
+        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"] {
+            if let Some(i) = tokens.iter().position(|t| t == name) {
+                if types.get(i) == Some(&TOKEN_TYPE_CONTROL) || types.is_empty() {
+                    stop_tokens.push(i as u32);
+                }
+            }
+        }
+        stop_tokens.sort_unstable();
+        stop_tokens.dedup();
+        Ok(Self {
+            inner,
+            bos,
+            eos,
+            // llama.cpp's default when the key is absent: SentencePiece models start with BOS.
+            add_bos: f
+                .meta("tokenizer.ggml.add_bos_token")
+                .map_or(model == "llama", |v| matches!(v, MetaValue::Bool(true))),
+            stop_tokens,
+            tokens,
+        })
+    }
+
+    /// Byte-level BPE from the vocabulary and `tokenizer.ggml.merges`.
+    fn bpe(f: &GgufFile, tokens: &[String], types: &[u64]) -> Result<Tokenizer> {
         let merges: Vec<(String, String)> = strings(f, "tokenizer.ggml.merges")?
             .into_iter()
             .filter_map(|m| {
@@ -127,11 +180,6 @@ impl GgufTokenizer {
             }
         }
         inner.with_decoder(Some(ByteLevelDecoder::default()));
-        let types: Vec<u64> = f
-            .meta("tokenizer.ggml.token_type")
-            .and_then(MetaValue::as_array)
-            .map(|a| a.iter().map(|v| v.as_u64().unwrap_or(1)).collect())
-            .unwrap_or_default();
         let special: Vec<AddedToken> = types
             .iter()
             .enumerate()
@@ -143,37 +191,30 @@ impl GgufTokenizer {
             })
             .collect();
         inner.add_special_tokens(&special);
-        let n = tokens.len();
-        let bos = token_id(f, "tokenizer.ggml.bos_token_id", n);
-        let eos = token_id(f, "tokenizer.ggml.eos_token_id", n);
-        let mut stop_tokens: Vec<u32> = [
-            eos,
-            token_id(f, "tokenizer.ggml.eot_token_id", n),
-            token_id(f, "tokenizer.ggml.eom_token_id", n),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        // Chat models end a turn with these control tokens even when EOS is another token.
-        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"] {
-            if let Some(i) = tokens.iter().position(|t| t == name) {
-                if types.get(i) == Some(&TOKEN_TYPE_CONTROL) || types.is_empty() {
-                    stop_tokens.push(i as u32);
-                }
-            }
-        }
-        stop_tokens.sort_unstable();
-        stop_tokens.dedup();
-        Ok(Self {
-            inner,
-            bos,
-            eos,
-            add_bos: f
-                .meta("tokenizer.ggml.add_bos_token")
-                .is_some_and(|v| matches!(v, MetaValue::Bool(true))),
-            stop_tokens,
-            tokens,
-        })
+        Ok(inner)
+    }
+
+    /// SentencePiece from the vocabulary, `tokenizer.ggml.scores` and the token types.
+    fn spm(f: &GgufFile, tokens: &[String], types: &[u64]) -> Result<SpmTokenizer> {
+        let scores: Vec<f32> = f
+            .meta("tokenizer.ggml.scores")
+            .and_then(MetaValue::as_array)
+            .ok_or_else(|| Error::weights(f.path(), "metadata `tokenizer.ggml.scores` is missing"))?
+            .iter()
+            .map(|v| v.as_f64().map(|x| x as f32))
+            .collect::<Option<_>>()
+            .ok_or_else(|| {
+                Error::weights(f.path(), "`tokenizer.ggml.scores` holds a non-number")
+            })?;
+        let types = if types.is_empty() {
+            vec![token_type::NORMAL; tokens.len()]
+        } else {
+            types.to_vec()
+        };
+        let add_space_prefix = f
+            .meta("tokenizer.ggml.add_space_prefix")
+            .is_none_or(|v| matches!(v, MetaValue::Bool(true)));
+        SpmTokenizer::new(tokens.to_vec(), scores, types, add_space_prefix)
     }
 
     /// Number of tokens in the vocabulary.
@@ -189,23 +230,30 @@ impl GgufTokenizer {
     /// Tokenizes `text`; special-token text such as `<|im_start|>` becomes its token.
     /// With `add_bos`, BOS is prepended when the model asks for it.
     pub fn encode(&self, text: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?;
-        let mut ids = Vec::with_capacity(enc.len() + 1);
+        let mut ids = Vec::new();
         if add_bos && self.add_bos {
             ids.extend(self.bos);
         }
-        ids.extend_from_slice(enc.get_ids());
+        match &self.inner {
+            Inner::Bpe(t) => {
+                let enc = t
+                    .encode_fast(text, false)
+                    .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
+            Inner::Spm(t) => ids.extend(t.encode(text)),
+        }
         Ok(ids)
     }
 
     /// Turns ids back into text; with `skip_special`, control tokens are left out.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| Error::Tokenizer(e.to_string()))
+        match &self.inner {
+            Inner::Bpe(t) => t
+                .decode(ids, skip_special)
+                .map_err(|e| Error::Tokenizer(e.to_string())),
+            Inner::Spm(t) => Ok(t.decode(ids, skip_special)),
+        }
     }
 
     /// Whether `id` ends generation.

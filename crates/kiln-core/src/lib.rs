@@ -13,6 +13,7 @@ pub mod gguf_tokenizer;
 pub mod models;
 pub mod pooling;
 pub mod sampling;
+pub mod spm_tokenizer;
 pub mod st_layout;
 pub mod testing;
 pub mod tokenize;

@@ -1,6 +1,17 @@
-//! The Llama decoder family (llama, SmolLM2, ...) as GGUF files describe it: RMSNorm, rotary
-//! positions on consecutive pairs (ggml's "normal" RoPE, which GGUF converters arrange the
-//! weights for), grouped-query causal attention with a KV cache, and a SwiGLU feed-forward.
+//! The Llama decoder family as GGUF files describe it: RMSNorm, rotary positions, grouped-query
+//! causal attention with a KV cache, and a gated feed-forward. Three architectures share it:
+//!
+//! - `llama` (SmolLM2, Llama): RoPE on consecutive pairs (ggml's "normal" RoPE, which GGUF
+//!   converters arrange the weights for), SwiGLU.
+//! - `qwen2`: as `llama` with biases on the query/key/value projections and RoPE on halves
+//!   (ggml's "NeoX" RoPE).
+//! - `gemma3`: embeddings scaled by `√hidden`, RMSNorm of each query/key head, norms after the
+//!   attention and feed-forward blocks too, GELU (tanh) gating, NeoX RoPE, and five of every six
+//!   layers attending within a sliding window with their own RoPE base.
+//!
+//! The arithmetic follows llama.cpp's CPU backend where it affects results: RMSNorm sums in
+//! `f64`, RoPE angles are built by repeated `f32` multiplication, the KV cache and the queries
+//! meeting it are `f16`, and GELU goes through `f16` as ggml's lookup table does.
 
 use crate::error::{Error, Result};
 use crate::weights::ggml::GgmlType;
@@ -73,11 +84,40 @@ impl Dense {
     }
 }
 
+/// The decoder architectures kiln runs, from `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `llama`: SmolLM2, Llama 2/3, Mistral-style files.
+    Llama,
+    /// `qwen2`: Qwen 2 / 2.5.
+    Qwen2,
+    /// `gemma3`: Gemma 3 (text).
+    Gemma3,
+}
+
+impl Family {
+    fn from_arch(arch: &str) -> Option<Self> {
+        match arch {
+            "llama" => Some(Family::Llama),
+            "qwen2" => Some(Family::Qwen2),
+            "gemma3" => Some(Family::Gemma3),
+            _ => None,
+        }
+    }
+
+    /// Whether RoPE rotates halves of each head (NeoX) rather than consecutive pairs.
+    fn neox_rope(self) -> bool {
+        self != Family::Llama
+    }
+}
+
 /// Hyper-parameters read from a GGUF file's `<arch>.*` metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
     /// Architecture name (`general.architecture`).
     pub arch: String,
+    /// The architecture family.
+    pub family: Family,
     /// Vocabulary size.
     pub vocab_size: usize,
     /// Hidden width.
@@ -94,8 +134,12 @@ pub struct LlamaConfig {
     pub ffn: usize,
     /// RMSNorm epsilon.
     pub rms_eps: f32,
-    /// RoPE base frequency.
+    /// RoPE base frequency (of the global-attention layers).
     pub rope_base: f32,
+    /// RoPE position scale (`1 / rope.scaling.factor` for linear scaling, else 1).
+    pub rope_scale: f32,
+    /// Sliding-window layers: the window length and those layers' RoPE base.
+    pub sliding_window: Option<(usize, f32)>,
     /// Longest context the model was trained for.
     pub context_length: usize,
 }
@@ -109,28 +153,46 @@ fn meta_usize(f: &GgufFile, key: &str) -> Result<usize> {
 }
 
 impl LlamaConfig {
-    /// Reads the configuration of a `llama`-architecture GGUF file.
+    /// Reads the configuration of a `llama`, `qwen2` or `gemma3` GGUF file.
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let arch = f
             .meta("general.architecture")
             .and_then(MetaValue::as_str)
             .ok_or_else(|| Error::weights(f.path(), "metadata `general.architecture` is missing"))?
             .to_string();
-        if arch != "llama" {
-            return Err(Error::Unsupported(format!(
-                "{}: architecture `{arch}` (kiln's decoder supports `llama`)",
+        let family = Family::from_arch(&arch).ok_or_else(|| {
+            Error::Unsupported(format!(
+                "{}: architecture `{arch}` (kiln's decoder supports `llama`, `qwen2` and `gemma3`)",
                 f.path().display()
-            )));
-        }
+            ))
+        })?;
         let k = |s: &str| format!("{arch}.{s}");
         let hidden = meta_usize(f, &k("embedding_length"))?;
         let heads = meta_usize(f, &k("attention.head_count"))?;
         let kv_heads = meta_usize(f, &k("attention.head_count_kv")).unwrap_or(heads);
-        if hidden % heads != 0 || heads % kv_heads != 0 {
+        let head_dim = match f.meta(&k("attention.key_length")) {
+            Some(_) => meta_usize(f, &k("attention.key_length"))?,
+            None if hidden % heads == 0 => hidden / heads,
+            None => {
+                return Err(Error::weights(
+                    f.path(),
+                    format!("{hidden} hidden does not divide into {heads} heads"),
+                ))
+            }
+        };
+        if heads % kv_heads != 0 || head_dim % 2 != 0 {
             return Err(Error::weights(
                 f.path(),
-                format!("{hidden} hidden, {heads} heads and {kv_heads} KV heads do not divide"),
+                format!("{heads} heads, {kv_heads} KV heads and head width {head_dim} do not fit"),
             ));
+        }
+        if let Some(v) = f.meta(&k("attention.value_length")) {
+            if v.as_u64() != Some(head_dim as u64) {
+                return Err(Error::Unsupported(format!(
+                    "{}: value heads of another width than key heads",
+                    f.path().display()
+                )));
+            }
         }
         let vocab_size = f
             .meta("tokenizer.ggml.tokens")
@@ -142,7 +204,6 @@ impl LlamaConfig {
                     .map(|v| v as usize)
             })
             .ok_or_else(|| Error::weights(f.path(), "the vocabulary size is unknown"))?;
-        let head_dim = hidden / heads;
         if let Some(rope_dims) = f
             .meta(&k("rope.dimension_count"))
             .and_then(MetaValue::as_u64)
@@ -154,7 +215,30 @@ impl LlamaConfig {
                 )));
             }
         }
+        let rope_scale = match f.meta(&k("rope.scaling.type")).and_then(MetaValue::as_str) {
+            None | Some("none") => 1.0,
+            Some("linear") => {
+                let factor = f
+                    .meta(&k("rope.scaling.factor"))
+                    .and_then(MetaValue::as_f64)
+                    .filter(|&x| x > 0.0)
+                    .unwrap_or(1.0);
+                (1.0 / factor) as f32
+            }
+            Some(other) => {
+                return Err(Error::Unsupported(format!(
+                    "{}: RoPE scaling `{other}`",
+                    f.path().display()
+                )))
+            }
+        };
+        // Gemma 3's local layers use RoPE base 10000 whatever the file's global base.
+        let sliding_window = match family {
+            Family::Gemma3 => Some((meta_usize(f, &k("attention.sliding_window"))?, 10_000.0)),
+            _ => None,
+        };
         Ok(Self {
+            family,
             vocab_size,
             hidden,
             layers: meta_usize(f, &k("block_count"))?,
@@ -170,31 +254,68 @@ impl LlamaConfig {
                 .meta(&k("rope.freq_base"))
                 .and_then(MetaValue::as_f64)
                 .unwrap_or(10_000.0) as f32,
+            rope_scale,
+            sliding_window,
             context_length: meta_usize(f, &k("context_length"))?,
             arch,
         })
     }
+
+    /// Width of all query heads together.
+    pub fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// The sliding window of layer `l`, if it attends within one (Gemma 3: all but every sixth).
+    pub fn window_of(&self, l: usize) -> Option<usize> {
+        self.sliding_window
+            .filter(|_| l % 6 < 5)
+            .map(|(window, _)| window)
+    }
+}
+
+/// Norms that only some families have.
+struct ExtraNorms {
+    /// RMSNorm of each query head and each key head, before RoPE (Gemma 3).
+    q: Vec<f32>,
+    k: Vec<f32>,
+    /// RMSNorm of the attention's and the feed-forward's outputs (Gemma 3).
+    post_attn: Vec<f32>,
+    post_ffn: Vec<f32>,
 }
 
 struct Block {
     attn_norm: Vec<f32>,
     qkv: Dense,
+    /// Biases of the fused query/key/value projection (Qwen2).
+    qkv_bias: Option<Vec<f32>>,
     attn_output: Dense,
     ffn_norm: Vec<f32>,
     gate_up: Dense,
     down: Dense,
+    extra: Option<ExtraNorms>,
 }
 
-/// A loaded Llama-family decoder (weights dequantized to `f32` at load).
+/// Where token embeddings are read from.
+enum Embeddings {
+    /// A dequantized table, `[vocab, hidden]`.
+    Table(Vec<f32>),
+    /// Rows of the (tied, quantized) output matrix, dequantized on lookup.
+    TiedOutput,
+}
+
+/// A loaded decoder of the Llama family (see the module docs for the architectures).
 pub struct LlamaModel {
     config: LlamaConfig,
-    embeddings: Vec<f32>,
+    embeddings: Embeddings,
     blocks: Vec<Block>,
     output_norm: Vec<f32>,
     output: Dense,
-    /// `cos`/`sin` of every position and frequency, `[context, head_dim / 2]`.
-    rope_cos: Vec<f32>,
-    rope_sin: Vec<f32>,
 }
 
 /// One sequence's part of a batched step: the tokens it appends and its cache.
@@ -255,46 +376,65 @@ impl LlamaModel {
     /// Builds the model from a GGUF file, checking every tensor's shape.
     pub fn load(f: &GgufFile) -> Result<Self> {
         let c = LlamaConfig::from_gguf(f)?;
-        let (h, kv) = (c.hidden, c.kv_heads * c.head_dim);
+        let (h, q_w, kv_w) = (c.hidden, c.q_width(), c.kv_width());
         let mut blocks = Vec::with_capacity(c.layers);
         for l in 0..c.layers {
             let t = |s: &str| format!("blk.{l}.{s}.weight");
+            let qkv_bias = match c.family {
+                Family::Qwen2 => {
+                    let b = |s: &str, n: usize| f.f32(&format!("blk.{l}.{s}.bias"), &[n]);
+                    let mut bias = b("attn_q", q_w)?;
+                    bias.extend(b("attn_k", kv_w)?);
+                    bias.extend(b("attn_v", kv_w)?);
+                    Some(bias)
+                }
+                _ => None,
+            };
+            let extra = match c.family {
+                Family::Gemma3 => Some(ExtraNorms {
+                    q: f.f32(&t("attn_q_norm"), &[c.head_dim])?,
+                    k: f.f32(&t("attn_k_norm"), &[c.head_dim])?,
+                    post_attn: f.f32(&t("post_attention_norm"), &[h])?,
+                    post_ffn: f.f32(&t("post_ffw_norm"), &[h])?,
+                }),
+                _ => None,
+            };
             blocks.push(Block {
                 attn_norm: f.f32(&t("attn_norm"), &[h])?,
-                qkv: Dense::load(f, &[t("attn_q"), t("attn_k"), t("attn_v")], &[h, kv, kv], h)?,
-                attn_output: Dense::load(f, &[t("attn_output")], &[h], h)?,
+                qkv: Dense::load(
+                    f,
+                    &[t("attn_q"), t("attn_k"), t("attn_v")],
+                    &[q_w, kv_w, kv_w],
+                    h,
+                )?,
+                qkv_bias,
+                attn_output: Dense::load(f, &[t("attn_output")], &[h], q_w)?,
                 ffn_norm: f.f32(&t("ffn_norm"), &[h])?,
                 gate_up: Dense::load(f, &[t("ffn_gate"), t("ffn_up")], &[c.ffn, c.ffn], h)?,
                 down: Dense::load(f, &[t("ffn_down")], &[h], c.ffn)?,
+                extra,
             });
         }
-        let embeddings = f.f32("token_embd.weight", &[c.vocab_size, h])?;
         // Models with tied embeddings have no separate output matrix.
-        let output_name = if f.tensor("output.weight").is_some() {
-            "output.weight"
-        } else {
+        let tied = f.tensor("output.weight").is_none();
+        let output_name = if tied {
             "token_embd.weight"
+        } else {
+            "output.weight"
         };
         let output = Dense::load(f, &[output_name.to_string()], &[c.vocab_size], h)?;
-        let half = c.head_dim / 2;
-        let positions = c.context_length.min(1 << 17);
-        let mut rope_cos = Vec::with_capacity(positions * half);
-        let mut rope_sin = Vec::with_capacity(positions * half);
-        for p in 0..positions {
-            for i in 0..half {
-                let freq = (c.rope_base as f64).powf(-2.0 * i as f64 / c.head_dim as f64);
-                let angle = p as f64 * freq;
-                rope_cos.push(angle.cos() as f32);
-                rope_sin.push(angle.sin() as f32);
-            }
-        }
+        // A tied, quantized output matrix doubles as the embedding table: rows are dequantized
+        // on lookup exactly as a separate table would hold them, without a second copy.
+        let embeddings = if tied && matches!(output, Dense::Quant(_)) {
+            Embeddings::TiedOutput
+        } else {
+            Embeddings::Table(f.f32("token_embd.weight", &[c.vocab_size, h])?)
+        };
         Ok(Self {
             output_norm: f.f32("output_norm.weight", &[h])?,
             embeddings,
             blocks,
             output,
-            rope_cos,
-            rope_sin,
             config: c,
         })
     }
@@ -306,7 +446,7 @@ impl LlamaModel {
 
     /// Longest sequence (prompt plus generated tokens) this model instance accepts.
     pub fn max_positions(&self) -> usize {
-        self.rope_cos.len() / (self.config.head_dim / 2)
+        self.config.context_length
     }
 
     /// An empty cache for one sequence of at most `capacity` positions.
@@ -325,6 +465,26 @@ impl LlamaModel {
         Ok(self
             .forward_batch(&mut [SequenceStep { tokens, cache }])?
             .remove(0))
+    }
+
+    /// Writes the embedding of token `t` into `out`.
+    fn embed(&self, t: u32, out: &mut [f32]) {
+        let h = self.config.hidden;
+        match (&self.embeddings, &self.output) {
+            (Embeddings::Table(table), _) => {
+                out.copy_from_slice(&table[t as usize * h..(t as usize + 1) * h])
+            }
+            (Embeddings::TiedOutput, Dense::Quant(q)) => q.dequantize_row(t as usize, out),
+            (Embeddings::TiedOutput, Dense::F32(_)) => {
+                unreachable!("tied lookups are only used with a quantized output")
+            }
+        }
+        if self.config.family == Family::Gemma3 {
+            let scale = (h as f32).sqrt();
+            for v in out.iter_mut() {
+                *v *= scale;
+            }
+        }
     }
 
     /// Runs one step for several sequences at once: each appends its tokens (one for decoding,
@@ -350,41 +510,75 @@ impl LlamaModel {
                 )));
             }
         }
-        let h = c.hidden;
+        let (h, q_w, kv_w) = (c.hidden, c.q_width(), c.kv_width());
         let rows: usize = steps.iter().map(|s| s.tokens.len()).sum();
-        let kv_w = c.kv_heads * c.head_dim;
-        let w = h + 2 * kv_w;
-        let mut x = Vec::with_capacity(rows * h);
+        let w = q_w + 2 * kv_w;
+        let mut x = vec![0.0f32; rows * h];
+        let mut positions = Vec::with_capacity(rows);
+        let mut r = 0;
         for s in steps.iter() {
-            for &t in s.tokens {
-                x.extend_from_slice(&self.embeddings[t as usize * h..(t as usize + 1) * h]);
+            for (i, &t) in s.tokens.iter().enumerate() {
+                self.embed(t, &mut x[r * h..(r + 1) * h]);
+                positions.push(s.cache.len + i);
+                r += 1;
             }
         }
+        let global_rope = Rope::new(c, c.rope_base, c.rope_scale, &positions);
+        let local_rope = c
+            .sliding_window
+            .map(|(_, base)| Rope::new(c, base, 1.0, &positions));
+        // Gemma 3 scales queries by 1/√head_dim before attention; the others scale the scores.
+        let (q_scale, score_scale) = match c.family {
+            Family::Gemma3 => (1.0 / (c.head_dim as f32).sqrt(), 1.0),
+            _ => (1.0, 1.0 / (c.head_dim as f32).sqrt()),
+        };
         let mut normed = vec![0.0f32; rows * h];
         let mut qkv = vec![0.0f32; rows * w];
-        let mut attn = vec![0.0f32; rows * h];
+        let mut attn = vec![0.0f32; rows * q_w];
         let mut proj = vec![0.0f32; rows * h];
         let mut gate_up = vec![0.0f32; rows * 2 * c.ffn];
         let mut act = vec![0.0f32; rows * c.ffn];
         for (l, b) in self.blocks.iter().enumerate() {
             rms_norm(&x, &b.attn_norm, c.rms_eps, &mut normed);
             b.qkv.forward(&normed, rows, &mut qkv);
+            if let Some(bias) = &b.qkv_bias {
+                for row in qkv.chunks_exact_mut(w) {
+                    for (v, b) in row.iter_mut().zip(bias) {
+                        *v += b;
+                    }
+                }
+            }
+            let window = c.window_of(l);
+            let rope = match (window, &local_rope) {
+                (Some(_), Some(local)) => local,
+                _ => &global_rope,
+            };
+            for (r, row) in qkv.chunks_exact_mut(w).enumerate() {
+                let (qk, _) = row.split_at_mut(q_w + kv_w);
+                if let Some(e) = &b.extra {
+                    let (q, k) = qk.split_at_mut(q_w);
+                    rms_norm_in_place(q, &e.q, c.rms_eps);
+                    rms_norm_in_place(k, &e.k, c.rms_eps);
+                }
+                rope.apply(qk, r);
+                if q_scale != 1.0 {
+                    for v in &mut qk[..q_w] {
+                        *v *= q_scale;
+                    }
+                }
+                // llama.cpp keeps the KV cache (and the query it meets) in f16.
+                for v in row.iter_mut() {
+                    *v = round_to_f16(*v);
+                }
+            }
             let mut row0 = 0;
             for s in steps.iter_mut() {
                 let n = s.tokens.len();
                 let start = s.cache.len;
-                let seq_qkv = &mut qkv[row0 * w..(row0 + n) * w];
-                for (r, row) in seq_qkv.chunks_exact_mut(w).enumerate() {
-                    let (q, rest) = row.split_at_mut(h);
-                    self.rope(q, start + r);
-                    self.rope(&mut rest[..kv_w], start + r);
-                    // llama.cpp keeps the KV cache (and the query it meets) in f16.
-                    for v in row.iter_mut() {
-                        *v = round_to_f16(*v);
-                    }
-                    let rest = &row[h..];
-                    s.cache.keys[l].extend_from_slice(&rest[..kv_w]);
-                    s.cache.values[l].extend_from_slice(&rest[kv_w..]);
+                let seq_qkv = &qkv[row0 * w..(row0 + n) * w];
+                for row in seq_qkv.chunks_exact(w) {
+                    s.cache.keys[l].extend_from_slice(&row[q_w..q_w + kv_w]);
+                    s.cache.values[l].extend_from_slice(&row[q_w + kv_w..]);
                 }
                 causal_attention(
                     seq_qkv,
@@ -392,12 +586,17 @@ impl LlamaModel {
                     &s.cache.keys[l],
                     &s.cache.values[l],
                     start,
+                    window,
+                    score_scale,
                     c,
-                    &mut attn[row0 * h..(row0 + n) * h],
+                    &mut attn[row0 * q_w..(row0 + n) * q_w],
                 );
                 row0 += n;
             }
             b.attn_output.forward(&attn, rows, &mut proj);
+            if let Some(e) = &b.extra {
+                rms_norm_in_place(&mut proj, &e.post_attn, c.rms_eps);
+            }
             for (xv, p) in x.iter_mut().zip(&proj) {
                 *xv += p;
             }
@@ -408,11 +607,23 @@ impl LlamaModel {
                 .zip(gate_up.chunks_exact(2 * c.ffn))
             {
                 let (g, u) = gu.split_at(c.ffn);
-                for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                    *a = g / (1.0 + (-g).exp()) * u;
+                match c.family {
+                    Family::Gemma3 => {
+                        for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                            *a = gelu_like_ggml(g) * u;
+                        }
+                    }
+                    _ => {
+                        for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
+                            *a = g / (1.0 + (-g).exp()) * u;
+                        }
+                    }
                 }
             }
             b.down.forward(&act, rows, &mut proj);
+            if let Some(e) = &b.extra {
+                rms_norm_in_place(&mut proj, &e.post_ffn, c.rms_eps);
+            }
             for (xv, p) in x.iter_mut().zip(&proj) {
                 *xv += p;
             }
@@ -434,71 +645,150 @@ impl LlamaModel {
             .map(<[f32]>::to_vec)
             .collect())
     }
+}
 
-    /// Rotates each head of `x` (a row of heads) for position `pos`, on consecutive pairs.
-    fn rope(&self, x: &mut [f32], pos: usize) {
-        let half = self.config.head_dim / 2;
-        let (cos, sin) = (
-            &self.rope_cos[pos * half..(pos + 1) * half],
-            &self.rope_sin[pos * half..(pos + 1) * half],
-        );
-        for head in x.chunks_exact_mut(self.config.head_dim) {
-            for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                let (a, b) = (pair[0], pair[1]);
-                pair[0] = a * cos[i] - b * sin[i];
-                pair[1] = a * sin[i] + b * cos[i];
+/// The rotation angles of a step's rows for one RoPE base, computed as ggml does: `θ` starts
+/// at the position and is multiplied by `base^(-2/d)` in `f32` for each successive pair.
+struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    half: usize,
+    head_dim: usize,
+    neox: bool,
+}
+
+impl Rope {
+    fn new(c: &LlamaConfig, base: f32, scale: f32, positions: &[usize]) -> Self {
+        let half = c.head_dim / 2;
+        let theta_scale = base.powf(-2.0 / c.head_dim as f32);
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            let mut theta = p as f32;
+            for _ in 0..half {
+                let angle = scale * theta;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+                theta *= theta_scale;
+            }
+        }
+        Self {
+            cos,
+            sin,
+            half,
+            head_dim: c.head_dim,
+            neox: c.family.neox_rope(),
+        }
+    }
+
+    /// Rotates every head of `x` (query and key heads of row `r`, side by side).
+    fn apply(&self, x: &mut [f32], r: usize) {
+        let cos = &self.cos[r * self.half..(r + 1) * self.half];
+        let sin = &self.sin[r * self.half..(r + 1) * self.half];
+        for head in x.chunks_exact_mut(self.head_dim) {
+            if self.neox {
+                let (a, b) = head.split_at_mut(self.half);
+                for i in 0..self.half {
+                    let (x0, x1) = (a[i], b[i]);
+                    a[i] = x0 * cos[i] - x1 * sin[i];
+                    b[i] = x0 * sin[i] + x1 * cos[i];
+                }
+            } else {
+                for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (x0, x1) = (pair[0], pair[1]);
+                    pair[0] = x0 * cos[i] - x1 * sin[i];
+                    pair[1] = x0 * sin[i] + x1 * cos[i];
+                }
             }
         }
     }
 }
 
+/// `1/√(mean(x²) + eps)` with the sum in `f64`, as ggml's `rms_norm` computes it.
+fn rms_scale(row: &[f32], eps: f32) -> f32 {
+    let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
+    let mean = (sum / row.len() as f64) as f32;
+    1.0 / (mean + eps).sqrt()
+}
+
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let h = weight.len();
     for (row, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        let ms = row.iter().map(|v| v * v).sum::<f32>() / h as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
+        let inv = rms_scale(row, eps);
         for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
             *o = v * inv * w;
         }
     }
 }
 
-/// Attention of the new rows (queries in `qkv`, row width `w`) over all cached positions.
+/// RMSNorm of each `weight.len()`-wide chunk of `x` (every head of a row, or every row).
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    for chunk in x.chunks_exact_mut(weight.len()) {
+        let inv = rms_scale(chunk, eps);
+        for (v, w) in chunk.iter_mut().zip(weight) {
+            *v = *v * inv * w;
+        }
+    }
+}
+
+/// GELU (tanh form) as ggml computes it on the CPU: the input rounded to `f16`, looked up in a
+/// table of `f16` results; exactly 0 below -10 and the identity above 10.
+fn gelu_like_ggml(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let x = round_to_f16(x);
+        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+        let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh());
+        round_to_f16(y)
+    }
+}
+
+/// Attention of the new rows (queries in `qkv`, row width `w`) over the cached positions each
+/// may see: all earlier ones, or the last `window` with a sliding window.
+#[allow(clippy::too_many_arguments)]
 fn causal_attention(
     qkv: &[f32],
     w: usize,
     keys: &[f32],
     values: &[f32],
     start: usize,
+    window: Option<usize>,
+    scale: f32,
     c: &LlamaConfig,
     out: &mut [f32],
 ) {
-    let (d, kv_w) = (c.head_dim, c.kv_heads * c.head_dim);
+    let (d, kv_w, q_w) = (c.head_dim, c.kv_width(), c.q_width());
     let group = c.heads / c.kv_heads;
-    let scale = 1.0 / (d as f32).sqrt();
     let mut scores = Vec::new();
     for (r, row) in qkv.chunks_exact(w).enumerate() {
-        let visible = start + r + 1;
+        let pos = start + r;
+        let first = window.map_or(0, |win| (pos + 1).saturating_sub(win));
         for head in 0..c.heads {
             let kvh = head / group;
             let q = &row[head * d..(head + 1) * d];
             scores.clear();
-            scores.extend((0..visible).map(|p| {
+            scores.extend((first..=pos).map(|p| {
                 let k = &keys[p * kv_w + kvh * d..p * kv_w + (kvh + 1) * d];
                 q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
             }));
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
+            let mut sum = 0.0f64;
             for s in scores.iter_mut() {
                 *s = (*s - max).exp();
-                sum += *s;
+                sum += *s as f64;
             }
-            let o = &mut out[r * c.hidden + head * d..r * c.hidden + (head + 1) * d];
+            // ggml scales by the reciprocal of the f64 sum, rounded to f32.
+            let inv = (1.0 / sum) as f32;
+            let o = &mut out[r * q_w + head * d..r * q_w + (head + 1) * d];
             o.fill(0.0);
-            for (p, &s) in scores.iter().enumerate() {
+            for (i, &s) in scores.iter().enumerate() {
+                let p = first + i;
                 let v = &values[p * kv_w + kvh * d..p * kv_w + (kvh + 1) * d];
                 // llama.cpp multiplies the f16 values by f16-rounded probabilities.
-                let s = round_to_f16(s / sum);
+                let s = round_to_f16(s * inv);
                 for (ov, vv) in o.iter_mut().zip(v) {
                     *ov += s * vv;
                 }
