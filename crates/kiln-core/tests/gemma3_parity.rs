@@ -3,6 +3,13 @@
 //! reference (tests/data/gemma3_reference.json) was written by
 //! `scripts/reference/make_llama_reference.py --preset gemma3` running llama-cpp-python 0.3.36.
 //!
+//! All of the file's quantized layers (Q5_0, Q4_K, Q6_K, Q8_0) are computed as llama.cpp
+//! computes them (8-bit activations, integer block sums); kiln's top logits come within 1.05 of
+//! llama.cpp's (measured 2026-11-24 with `cargo run --release -p kiln-core --example
+//! parity_report -- crates/kiln-core/tests/data/gemma3_reference.json MODEL`), and kiln's
+//! argmax equals llama.cpp's token at 280 of the 288 teacher-forced steps, all 8 others
+//! near-ties (margins below 0.18).
+//!
 //! The file carries no chat template; kiln uses Gemma's own, and the reference rendering is
 //! llama.cpp's built-in `gemma` template. Greedy decoding is compared teacher-forced at every
 //! one of the 32 steps except llama.cpp's own near-ties (see `smollm2_parity.rs` for why).
@@ -15,7 +22,7 @@ use std::sync::OnceLock;
 /// Below this logit margin between llama.cpp's top two tokens, a step is a near-tie.
 const TIE_MARGIN: f64 = 0.5;
 /// Largest difference allowed between kiln's and llama.cpp's top logits (which run 6 to 30).
-const LOGIT_TOLERANCE: f64 = 1.5;
+const LOGIT_TOLERANCE: f64 = 1.25;
 
 fn model() -> &'static ChatModel {
     static MODEL: OnceLock<ChatModel> = OnceLock::new();

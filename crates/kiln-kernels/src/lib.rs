@@ -12,3 +12,4 @@ pub mod linear;
 pub mod norm;
 pub mod parallel;
 pub mod quant;
+pub mod quant_blocks;

@@ -1,10 +1,12 @@
-//! Dense layers on ggml-quantized weights (Q4_1, Q8_0), computed the way llama.cpp does:
-//! each input row is quantized to 8 bits per block of 32 (Q8_1 against Q4_1 weights, Q8_0
-//! against Q8_0), the block dot products are exact integer sums, and the scales are f16.
+//! Dense layers on ggml-quantized weights (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K), computed the
+//! way llama.cpp does: each input row is quantized to 8 bits per block (Q8_1 against Q4_1
+//! weights, Q8_0 against the other 32-value formats, Q8_K against the K formats), the block
+//! dot products are exact integer sums, and the scales are f16.
 //! Matching llama.cpp's arithmetic keeps kiln's logits within float rounding of llama.cpp's,
 //! and the weights stay 4-8 bits wide in memory.
 
 use crate::parallel::{threads, PARALLEL_FLOP_THRESHOLD};
+use crate::quant_blocks::{self as blocks, quantize_row_q8_k, Q8KRow, K_BLOCK};
 use rayon::prelude::*;
 
 /// Values per quantization block.
@@ -13,18 +15,38 @@ pub const BLOCK: usize = 32;
 /// The weight formats this module multiplies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantFormat {
+    /// ggml Q4_0: f16 scale, 32 4-bit values centred on 8 (18 bytes).
+    Q4_0,
     /// ggml Q4_1: f16 scale, f16 minimum, 32 4-bit values (20 bytes).
     Q4_1,
+    /// ggml Q5_0: f16 scale, 32 5-bit values centred on 16 (22 bytes).
+    Q5_0,
     /// ggml Q8_0: f16 scale, 32 signed bytes (34 bytes).
     Q8_0,
+    /// ggml Q4_K: 256 4-bit values with 6-bit sub-block scales and minimums (144 bytes).
+    Q4K,
+    /// ggml Q6_K: 256 6-bit values with 8-bit sub-block scales (210 bytes).
+    Q6K,
 }
 
 impl QuantFormat {
     /// Bytes of one block.
     pub fn block_bytes(self) -> usize {
         match self {
+            QuantFormat::Q4_0 => 18,
             QuantFormat::Q4_1 => 20,
+            QuantFormat::Q5_0 => 22,
             QuantFormat::Q8_0 => 34,
+            QuantFormat::Q4K => 144,
+            QuantFormat::Q6K => 210,
+        }
+    }
+
+    /// Values in one block.
+    pub fn block_len(self) -> usize {
+        match self {
+            QuantFormat::Q4K | QuantFormat::Q6K => K_BLOCK,
+            _ => BLOCK,
         }
     }
 }
@@ -43,7 +65,7 @@ fn f16(bits: [u8; 2]) -> f32 {
 }
 
 /// IEEE half to single precision.
-fn half_to_f32(h: u16) -> f32 {
+pub(crate) fn half_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let man = (h & 0x3ff) as u32;
@@ -96,6 +118,21 @@ pub fn round_to_f16(x: f32) -> f32 {
     half_to_f32(f32_to_half(x))
 }
 
+/// One input row quantized for a weight format: Q8_0/Q8_1 blocks of 32, or Q8_K blocks of 256.
+enum Activations {
+    B32(QuantRow),
+    K(Q8KRow),
+}
+
+impl Activations {
+    fn new(format: QuantFormat, x: &[f32]) -> Self {
+        match format.block_len() {
+            K_BLOCK => Activations::K(quantize_row_q8_k(x)),
+            _ => Activations::B32(quantize_row(x)),
+        }
+    }
+}
+
 /// One input row quantized to 8 bits per block: scales (f16-rounded), sums, values.
 struct QuantRow {
     d: Vec<f32>,
@@ -140,13 +177,13 @@ impl QuantLinear {
         in_features: usize,
     ) -> Self {
         assert_eq!(
-            in_features % BLOCK,
+            in_features % format.block_len(),
             0,
-            "input width must be a multiple of 32"
+            "input width must be a multiple of the block length"
         );
         assert_eq!(
             data.len(),
-            out_features * in_features / BLOCK * format.block_bytes(),
+            out_features * in_features / format.block_len() * format.block_bytes(),
             "weight bytes"
         );
         Self {
@@ -169,18 +206,23 @@ impl QuantLinear {
 
     /// Row `r` of the weight, dequantized (for embedding lookups).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let bb = self.format.block_bytes();
-        let row_bytes = self.in_features / BLOCK * bb;
+        let row_bytes = self.in_features / self.format.block_len() * self.format.block_bytes();
         let row = &self.data[r * row_bytes..(r + 1) * row_bytes];
-        for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
-            match self.format {
-                QuantFormat::Q8_0 => {
+        match self.format {
+            QuantFormat::Q4_0 => blocks::dequantize_q4_0(row, out),
+            QuantFormat::Q5_0 => blocks::dequantize_q5_0(row, out),
+            QuantFormat::Q4K => blocks::dequantize_q4_k(row, out),
+            QuantFormat::Q6K => blocks::dequantize_q6_k(row, out),
+            QuantFormat::Q8_0 => {
+                for (blk, o) in row.chunks_exact(34).zip(out.chunks_exact_mut(BLOCK)) {
                     let d = f16([blk[0], blk[1]]);
                     for (o, &q) in o.iter_mut().zip(&blk[2..34]) {
                         *o = q as i8 as f32 * d;
                     }
                 }
-                QuantFormat::Q4_1 => {
+            }
+            QuantFormat::Q4_1 => {
+                for (blk, o) in row.chunks_exact(20).zip(out.chunks_exact_mut(BLOCK)) {
                     let (d, m) = (f16([blk[0], blk[1]]), f16([blk[2], blk[3]]));
                     for (j, &q) in blk[4..20].iter().enumerate() {
                         o[j] = (q & 0x0f) as f32 * d + m;
@@ -199,9 +241,11 @@ impl QuantLinear {
         let (k, n) = (self.in_features, self.out_features);
         assert_eq!(x.len(), rows * k, "input length");
         assert_eq!(out.len(), rows * n, "output length");
-        let quantized: Vec<QuantRow> = x.chunks_exact(k).map(quantize_row).collect();
-        let bb = self.format.block_bytes();
-        let row_bytes = k / BLOCK * bb;
+        let quantized: Vec<Activations> = x
+            .chunks_exact(k)
+            .map(|row| Activations::new(self.format, row))
+            .collect();
+        let row_bytes = k / self.format.block_len() * self.format.block_bytes();
         if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
             // Output columns are split into chunks; each chunk writes its own columns.
             let chunk = n.div_ceil(threads() * 4).max(1);
@@ -240,7 +284,15 @@ impl QuantLinear {
 }
 
 /// Dot product of one weight row with one quantized input row.
-fn dot(format: QuantFormat, w: &[u8], x: &QuantRow) -> f32 {
+fn dot(format: QuantFormat, w: &[u8], x: &Activations) -> f32 {
+    let x = match (format, x) {
+        (QuantFormat::Q4K, Activations::K(k)) => return blocks::dot_q4_k(w, &k.d, &k.bsums, &k.q),
+        (QuantFormat::Q6K, Activations::K(k)) => return blocks::dot_q6_k(w, &k.d, &k.q),
+        (QuantFormat::Q4_0, Activations::B32(x)) => return blocks::dot_q4_0(w, &x.d, &x.q),
+        (QuantFormat::Q5_0, Activations::B32(x)) => return blocks::dot_q5_0(w, &x.d, &x.q),
+        (QuantFormat::Q4_1 | QuantFormat::Q8_0, Activations::B32(x)) => x,
+        _ => unreachable!("activations are quantized for the weight's format"),
+    };
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd_level() >= crate::cpu::SimdLevel::Avx2 {
         debug_assert_eq!(w.len() / format.block_bytes() * BLOCK, x.q.len());
@@ -250,13 +302,13 @@ fn dot(format: QuantFormat, w: &[u8], x: &QuantRow) -> f32 {
         return unsafe {
             match format {
                 QuantFormat::Q4_1 => avx2::dot_q4_1(w, &x.d, &x.s, &x.q),
-                QuantFormat::Q8_0 => avx2::dot_q8_0(w, &x.d, &x.q),
+                _ => avx2::dot_q8_0(w, &x.d, &x.q),
             }
         };
     }
     match format {
         QuantFormat::Q4_1 => dot_q4_1(w, &x.d, &x.s, &x.q),
-        QuantFormat::Q8_0 => dot_q8_0(w, &x.d, &x.q),
+        _ => dot_q8_0(w, &x.d, &x.q),
     }
 }
 
@@ -437,7 +489,10 @@ mod tests {
         let x: Vec<f32> = (0..k)
             .map(|i| ((i * 7919 % 251) as f32 - 125.0) / 37.0)
             .collect();
-        let row = quantize_row(&x);
+        let acts = Activations::new(QuantFormat::Q4_1, &x);
+        let Activations::B32(row) = &acts else {
+            unreachable!()
+        };
         let q4: Vec<u8> = (0..k / BLOCK)
             .flat_map(|b| {
                 let vals: [u8; 32] = std::array::from_fn(|j| ((j * 5 + b * 3) % 16) as u8);
@@ -453,8 +508,8 @@ mod tests {
             .collect();
         let scalar4 = dot_q4_1(&q4, &row.d, &row.s, &row.q);
         let scalar8 = dot_q8_0(&q8, &row.d, &row.q);
-        let fast4 = dot(QuantFormat::Q4_1, &q4, &row);
-        let fast8 = dot(QuantFormat::Q8_0, &q8, &row);
+        let fast4 = dot(QuantFormat::Q4_1, &q4, &acts);
+        let fast8 = dot(QuantFormat::Q8_0, &q8, &acts);
         assert!(
             (fast4 - scalar4).abs() <= 1e-4 * (1.0 + scalar4.abs()),
             "{fast4} vs {scalar4}"

@@ -19,16 +19,30 @@ use crate::weights::gguf::{GgufFile, MetaValue};
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{round_to_f16, QuantFormat, QuantLinear};
 
-/// A dense layer: ggml-quantized weights computed like llama.cpp, or `f32` weights.
+/// A dense layer: ggml-quantized weights computed like llama.cpp (one part per stacked tensor,
+/// each in its own format), or `f32` weights.
 enum Dense {
     F32(Linear),
-    Quant(QuantLinear),
+    Quant(Vec<QuantLinear>),
+}
+
+/// The kernel format of a ggml type, where kiln-kernels multiplies it without dequantizing.
+fn quant_format(t: GgmlType) -> Option<QuantFormat> {
+    Some(match t {
+        GgmlType::Q4_0 => QuantFormat::Q4_0,
+        GgmlType::Q4_1 => QuantFormat::Q4_1,
+        GgmlType::Q5_0 => QuantFormat::Q5_0,
+        GgmlType::Q8_0 => QuantFormat::Q8_0,
+        GgmlType::Q4K => QuantFormat::Q4K,
+        GgmlType::Q6K => QuantFormat::Q6K,
+        _ => return None,
+    })
 }
 
 impl Dense {
     /// Loads and stacks (along the output) the weights `names` of shapes `[outs[i], inp]`.
     fn load(f: &GgufFile, names: &[String], outs: &[usize], inp: usize) -> Result<Self> {
-        let mut types = Vec::new();
+        let mut formats = Vec::new();
         for (name, &out) in names.iter().zip(outs) {
             let info = f.tensor(name).ok_or_else(|| Error::MissingTensor {
                 path: f.path().to_path_buf(),
@@ -42,24 +56,21 @@ impl Dense {
                     actual: info.shape.clone(),
                 });
             }
-            types.push(info.ggml_type);
+            formats
+                .push(quant_format(info.ggml_type).filter(|q| inp.is_multiple_of(q.block_len())));
         }
-        let format = match types.as_slice() {
-            [t, rest @ ..] if rest.iter().all(|r| r == t) => match t {
-                GgmlType::Q4_1 => Some(QuantFormat::Q4_1),
-                GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
-                _ => None,
-            },
-            _ => None,
-        };
-        let total: usize = outs.iter().sum();
-        if let Some(format) = format.filter(|_| inp.is_multiple_of(32)) {
-            let mut data = Vec::new();
-            for name in names {
-                let info = f.tensor(name).expect("checked above");
-                data.extend_from_slice(f.tensor_bytes(info));
-            }
-            return Ok(Dense::Quant(QuantLinear::new(format, data, total, inp)));
+        if formats.iter().all(Option::is_some) {
+            let parts = names
+                .iter()
+                .zip(outs)
+                .zip(formats)
+                .map(|((name, &out), format)| {
+                    let info = f.tensor(name).expect("checked above");
+                    let format = format.expect("checked above");
+                    QuantLinear::new(format, f.tensor_bytes(info).to_vec(), out, inp)
+                })
+                .collect();
+            return Ok(Dense::Quant(parts));
         }
         let layers = names
             .iter()
@@ -79,7 +90,22 @@ impl Dense {
     fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
         match self {
             Dense::F32(l) => l.forward(x, rows, out),
-            Dense::Quant(q) => q.forward(x, rows, out),
+            Dense::Quant(parts) if parts.len() == 1 => parts[0].forward(x, rows, out),
+            Dense::Quant(parts) => {
+                // Each part fills its own columns of the stacked output.
+                let n: usize = parts.iter().map(QuantLinear::out_features).sum();
+                let mut col = 0;
+                let mut part_out = Vec::new();
+                for p in parts {
+                    let w = p.out_features();
+                    part_out.resize(rows * w, 0.0);
+                    p.forward(x, rows, &mut part_out);
+                    for (dst, src) in out.chunks_exact_mut(n).zip(part_out.chunks_exact(w)) {
+                        dst[col..col + w].copy_from_slice(src);
+                    }
+                    col += w;
+                }
+            }
         }
     }
 }
@@ -474,7 +500,9 @@ impl LlamaModel {
             (Embeddings::Table(table), _) => {
                 out.copy_from_slice(&table[t as usize * h..(t as usize + 1) * h])
             }
-            (Embeddings::TiedOutput, Dense::Quant(q)) => q.dequantize_row(t as usize, out),
+            (Embeddings::TiedOutput, Dense::Quant(parts)) => {
+                parts[0].dequantize_row(t as usize, out)
+            }
             (Embeddings::TiedOutput, Dense::F32(_)) => {
                 unreachable!("tied lookups are only used with a quantized output")
             }

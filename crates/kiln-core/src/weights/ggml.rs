@@ -1,9 +1,12 @@
 //! ggml storage types: block layouts and dequantization to `f32`.
 //!
 //! Layouts follow ggml's definitions (`block_q4_0`, `block_q4_K`, ...). Dequantization is the
-//! reference path used at load time and by tests; quantized dot products belong to kiln-kernels.
+//! reference path used at load time and by tests; quantized dot products belong to kiln-kernels,
+//! whose dequantizers of the formats it multiplies (Q4_0, Q5_0, Q4_K, Q6_K) are used here too,
+//! so that the tests against gguf-py check the very code the model runs.
 
 use half::{bf16, f16};
+use kiln_kernels::quant_blocks;
 
 /// Storage types of ggml tensors (the ids GGUF files use).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -134,17 +137,23 @@ impl GgmlType {
             Self::F32 => out.extend(blocks.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
             Self::F16 => out.extend(blocks.map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
             Self::BF16 => out.extend(blocks.map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-            Self::Q4_0 => blocks.for_each(|b| q4_0(b, &mut out)),
+            Self::Q4_0 | Self::Q5_0 | Self::Q4K | Self::Q6K => {
+                out.resize(numel, 0.0);
+                let dequantize = match self {
+                    Self::Q4_0 => quant_blocks::dequantize_q4_0,
+                    Self::Q5_0 => quant_blocks::dequantize_q5_0,
+                    Self::Q4K => quant_blocks::dequantize_q4_k,
+                    _ => quant_blocks::dequantize_q6_k,
+                };
+                dequantize(data, &mut out);
+            }
             Self::Q4_1 => blocks.for_each(|b| q4_1(b, &mut out)),
-            Self::Q5_0 => blocks.for_each(|b| q5(b, false, &mut out)),
-            Self::Q5_1 => blocks.for_each(|b| q5(b, true, &mut out)),
+            Self::Q5_1 => blocks.for_each(|b| q5_1(b, &mut out)),
             Self::Q8_0 => blocks.for_each(|b| {
                 let d = half_at(b, 0);
                 out.extend(b[2..34].iter().map(|&q| q as i8 as f32 * d));
             }),
-            Self::Q4K => blocks.for_each(|b| q4_k(b, &mut out)),
             Self::Q5K => blocks.for_each(|b| q5_k(b, &mut out)),
-            Self::Q6K => blocks.for_each(|b| q6_k(b, &mut out)),
             Self::Q8K => blocks.for_each(|b| {
                 let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
                 out.extend(b[4..260].iter().map(|&q| q as i8 as f32 * d));
@@ -161,13 +170,6 @@ fn half_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-fn q4_0(b: &[u8], out: &mut Vec<f32>) {
-    let d = half_at(b, 0);
-    let qs = &b[2..18];
-    out.extend(qs.iter().map(|&q| ((q & 0x0F) as i32 - 8) as f32 * d));
-    out.extend(qs.iter().map(|&q| ((q >> 4) as i32 - 8) as f32 * d));
-}
-
 fn q4_1(b: &[u8], out: &mut Vec<f32>) {
     let (d, m) = (half_at(b, 0), half_at(b, 2));
     let qs = &b[4..20];
@@ -175,30 +177,16 @@ fn q4_1(b: &[u8], out: &mut Vec<f32>) {
     out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
 }
 
-/// Q5_0 (`with_min` false: values centred on 16) and Q5_1 (scale and minimum).
-fn q5(b: &[u8], with_min: bool, out: &mut Vec<f32>) {
-    let d = half_at(b, 0);
-    let (m, h) = if with_min {
-        (half_at(b, 2), 4)
-    } else {
-        (0.0, 2)
-    };
-    let qh = u32::from_le_bytes([b[h], b[h + 1], b[h + 2], b[h + 3]]);
-    let qs = &b[h + 4..h + 20];
-    let offset = if with_min { 0 } else { 16 };
-    let value = |q: u8, high: u32| -> f32 {
-        let v = (q as u32 | high) as i32 - offset;
-        if with_min {
-            v as f32 * d + m
-        } else {
-            v as f32 * d
-        }
-    };
+/// Q5_1: 5-bit values with a scale and a minimum.
+fn q5_1(b: &[u8], out: &mut Vec<f32>) {
+    let (d, m) = (half_at(b, 0), half_at(b, 2));
+    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    let qs = &b[8..24];
     for (j, &q) in qs.iter().enumerate() {
-        out.push(value(q & 0x0F, ((qh >> j) << 4) & 0x10));
+        out.push(((q & 0x0F) as u32 | (((qh >> j) << 4) & 0x10)) as f32 * d + m);
     }
     for (j, &q) in qs.iter().enumerate() {
-        out.push(value(q >> 4, (qh >> (j + 12)) & 0x10));
+        out.push(((q >> 4) as u32 | ((qh >> (j + 12)) & 0x10)) as f32 * d + m);
     }
 }
 
@@ -211,18 +199,6 @@ fn scale_min_k4(j: usize, q: &[u8]) -> (f32, f32) {
             ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4)) as f32,
             ((q[j + 4] >> 4) | ((q[j] >> 6) << 4)) as f32,
         )
-    }
-}
-
-fn q4_k(b: &[u8], out: &mut Vec<f32>) {
-    let (d, dmin) = (half_at(b, 0), half_at(b, 2));
-    let scales = &b[4..16];
-    let qs = &b[16..144];
-    for (chunk, q) in qs.chunks_exact(32).enumerate() {
-        let (s1, m1) = scale_min_k4(2 * chunk, scales);
-        let (s2, m2) = scale_min_k4(2 * chunk + 1, scales);
-        out.extend(q.iter().map(|&v| d * s1 * (v & 0x0F) as f32 - dmin * m1));
-        out.extend(q.iter().map(|&v| d * s2 * (v >> 4) as f32 - dmin * m2));
     }
 }
 
@@ -241,26 +217,5 @@ fn q5_k(b: &[u8], out: &mut Vec<f32>) {
         out.extend(q.iter().zip(qh).map(|(&v, &h)| {
             d * s2 * ((v >> 4) + if h & u2 != 0 { 16 } else { 0 }) as f32 - dmin * m2
         }));
-    }
-}
-
-fn q6_k(b: &[u8], out: &mut Vec<f32>) {
-    let (ql, qh, sc) = (&b[0..128], &b[128..192], &b[192..208]);
-    let d = half_at(b, 208);
-    for half in 0..2 {
-        let (ql, qh, sc) = (&ql[64 * half..], &qh[32 * half..], &sc[8 * half..]);
-        let mut y = [0.0f32; 128];
-        for l in 0..32 {
-            let is = l / 16;
-            let q1 = ((ql[l] & 0x0F) | ((qh[l] & 3) << 4)) as i32 - 32;
-            let q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-            y[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-            y[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-            y[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-            y[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
-        }
-        out.extend_from_slice(&y);
     }
 }
