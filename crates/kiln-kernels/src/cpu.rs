@@ -27,6 +27,26 @@ pub fn simd_level() -> SimdLevel {
     })
 }
 
+/// Whether the AVX-512 VNNI integer dot-product kernels may run: the CPU has AVX-512 VNNI, VL
+/// and F16C, [`simd_level`] is AVX-512, and `KILN_VNNI=0` does not turn them off.
+pub fn has_avx512_vnni() -> bool {
+    static VNNI: OnceLock<bool> = OnceLock::new();
+    *VNNI.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            simd_level() == SimdLevel::Avx512
+                && std::env::var("KILN_VNNI").as_deref() != Ok("0")
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("f16c")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    })
+}
+
 #[cfg(target_arch = "x86_64")]
 fn detect() -> SimdLevel {
     if is_x86_feature_detected!("avx512f")

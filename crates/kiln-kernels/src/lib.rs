@@ -13,3 +13,5 @@ pub mod norm;
 pub mod parallel;
 pub mod quant;
 pub mod quant_blocks;
+#[cfg(target_arch = "x86_64")]
+mod quant_vnni;

@@ -147,22 +147,30 @@ fn quantize_row(x: &[f32]) -> QuantRow {
     let mut row = QuantRow {
         d: Vec::with_capacity(blocks),
         s: Vec::with_capacity(blocks),
-        q: Vec::with_capacity(x.len()),
+        q: vec![0; blocks * BLOCK],
     };
-    for b in x.chunks_exact(BLOCK) {
+    for (b, q) in x.chunks_exact(BLOCK).zip(row.q.chunks_exact_mut(BLOCK)) {
         let amax = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        for &v in b {
-            let q = (v * id).round_ties_even() as i32;
-            sum += q;
-            row.q.push(q as i8);
-        }
+        let sum = scale_round(b, id, q);
         row.d.push(round_to_f16(d));
         row.s.push(round_to_f16(d * sum as f32));
     }
     row
+}
+
+crate::cpu::multiversion! {
+    /// `q[i] = round_half_even(x[i] · scale)` (values already within ±127), returning `Σ q`.
+    pub fn scale_round(x: &[f32], scale: f32, q: &mut [i8]) -> i32 {
+        let mut sum = 0i32;
+        for (q, &v) in q.iter_mut().zip(x) {
+            let r = (v * scale).round_ties_even() as i32;
+            sum += r;
+            *q = r as i8;
+        }
+        sum
+    }
 }
 
 impl QuantLinear {
@@ -245,6 +253,7 @@ impl QuantLinear {
             .chunks_exact(k)
             .map(|row| Activations::new(self.format, row))
             .collect();
+        let inputs = Inputs::new(self.format, &quantized);
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
         if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
             // Output columns are split into chunks; each chunk writes its own columns.
@@ -258,9 +267,9 @@ impl QuantLinear {
                     let mut part = vec![0.0f32; rows * (end - start)];
                     for o in start..end {
                         let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
-                        for (r, q) in quantized.iter().enumerate() {
-                            part[r * (end - start) + o - start] = dot(self.format, w, q);
-                        }
+                        dot_rows(self.format, w, &inputs, |r, v| {
+                            part[r * (end - start) + o - start] = v
+                        });
                     }
                     (start, part)
                 })
@@ -275,11 +284,86 @@ impl QuantLinear {
         } else {
             for o in 0..n {
                 let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
-                for (r, q) in quantized.iter().enumerate() {
-                    out[r * n + o] = dot(self.format, w, q);
-                }
+                dot_rows(self.format, w, &inputs, |r, v| out[r * n + o] = v);
             }
         }
+    }
+}
+
+/// The quantized input rows of one `forward` call, ready for the dot-product kernels.
+struct Inputs<'a> {
+    acts: &'a [Activations],
+    /// Slices of the rows for the AVX-512 VNNI kernels, when they run for this format.
+    #[cfg(target_arch = "x86_64")]
+    vnni: Option<Vec<crate::quant_vnni::RowRef<'a>>>,
+}
+
+impl<'a> Inputs<'a> {
+    fn new(format: QuantFormat, acts: &'a [Activations]) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        let vnni = (matches!(format, QuantFormat::Q4_1 | QuantFormat::Q8_0)
+            && crate::cpu::has_avx512_vnni())
+        .then(|| {
+            acts.iter()
+                .map(|a| match a {
+                    Activations::B32(x) => crate::quant_vnni::RowRef {
+                        d: &x.d,
+                        s: &x.s,
+                        q: &x.q,
+                    },
+                    Activations::K(_) => unreachable!("32-value formats get 32-value activations"),
+                })
+                .collect()
+        });
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = format;
+        Self {
+            acts,
+            #[cfg(target_arch = "x86_64")]
+            vnni,
+        }
+    }
+}
+
+/// Dot products of one weight row with every quantized input row, handed to `put(row, value)`.
+/// With AVX-512 VNNI, Q4_1 and Q8_0 weights are unpacked once for up to four rows.
+fn dot_rows(format: QuantFormat, w: &[u8], xs: &Inputs<'_>, mut put: impl FnMut(usize, f32)) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(refs) = &xs.vnni {
+        use crate::quant_vnni::{self as vnni, RowRef};
+        let mut r0 = 0;
+        for chunk in refs.chunks(4) {
+            macro_rules! run {
+                ($n:literal) => {{
+                    let rows: [RowRef<'_>; $n] = std::array::from_fn(|i| chunk[i]);
+                    // SAFETY: `Inputs::new` prepared these rows only after has_avx512_vnni()
+                    // checked every feature the kernels enable; the rows were quantized from
+                    // inputs of the layer's width, so each holds a scale, a sum and 32 values
+                    // for every block of `w`.
+                    let v = unsafe {
+                        if format == QuantFormat::Q4_1 {
+                            vnni::dot_q4_1::<$n>(w, rows)
+                        } else {
+                            vnni::dot_q8_0::<$n>(w, rows)
+                        }
+                    };
+                    for (i, v) in v.into_iter().enumerate() {
+                        put(r0 + i, v);
+                    }
+                }};
+            }
+            match chunk.len() {
+                4 => run!(4),
+                3 => run!(3),
+                2 => run!(2),
+                _ => run!(1),
+            }
+            r0 += chunk.len();
+        }
+        return;
+    }
+    for (r, x) in xs.acts.iter().enumerate() {
+        put(r, dot(format, w, x));
     }
 }
 
@@ -518,6 +602,51 @@ mod tests {
             (fast8 - scalar8).abs() <= 1e-4 * (1.0 + scalar8.abs()),
             "{fast8} vs {scalar8}"
         );
+    }
+
+    /// `dot_rows` (the VNNI multi-row kernels where the CPU has them) against the scalar dots.
+    #[test]
+    fn multi_row_dots_match_the_scalar_dots() {
+        let (k, rows) = (320, 7);
+        let q4: Vec<u8> = (0..k / BLOCK)
+            .flat_map(|b| {
+                let vals: [u8; 32] = std::array::from_fn(|j| ((j * 5 + b * 3) % 16) as u8);
+                q4_1_block(0.02 + b as f32 * 0.001, -0.1, &vals)
+            })
+            .collect();
+        let q8: Vec<u8> = (0..k / BLOCK)
+            .flat_map(|b| {
+                let mut blk = f32_to_half(0.01 * (b + 1) as f32).to_le_bytes().to_vec();
+                blk.extend((0..32i32).map(|j| ((j * 37 + b as i32 * 11) % 256 - 128) as i8 as u8));
+                blk
+            })
+            .collect();
+        let acts: Vec<Activations> = (0..rows)
+            .map(|r| {
+                let x: Vec<f32> = (0..k)
+                    .map(|i| (((i + 31 * r) * 7919 % 251) as f32 - 125.0) / 37.0)
+                    .collect();
+                Activations::new(QuantFormat::Q4_1, &x)
+            })
+            .collect();
+        for (format, w) in [(QuantFormat::Q4_1, &q4), (QuantFormat::Q8_0, &q8)] {
+            let mut got = vec![f32::NAN; rows];
+            dot_rows(format, w, &Inputs::new(format, &acts), |r, v| got[r] = v);
+            for (r, a) in acts.iter().enumerate() {
+                let Activations::B32(x) = a else {
+                    unreachable!()
+                };
+                let want = match format {
+                    QuantFormat::Q4_1 => dot_q4_1(w, &x.d, &x.s, &x.q),
+                    _ => dot_q8_0(w, &x.d, &x.q),
+                };
+                assert!(
+                    (got[r] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "{format:?} row {r}: {} vs {want}",
+                    got[r]
+                );
+            }
+        }
     }
 
     #[test]

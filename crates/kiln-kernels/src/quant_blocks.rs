@@ -50,10 +50,9 @@ pub fn quantize_row_q8_k(x: &[f32]) -> Q8KRow {
         }
         let iscale = -127.0 / max;
         let start = row.q.len();
-        row.q.extend(
-            b.iter()
-                .map(|&v| ((iscale * v).round_ties_even() as i32).min(127) as i8),
-        );
+        // |iscale · v| <= 127 for every value of the block, so no value needs clamping.
+        row.q.resize(start + K_BLOCK, 0);
+        crate::quant::scale_round(b, iscale, &mut row.q[start..]);
         row.bsums.extend(
             row.q[start..]
                 .chunks_exact(16)
