@@ -73,6 +73,9 @@ pub struct GenerateArgs {
     pub model: String,
     /// The prompt, completed as plain text (no chat template).
     pub prompt: String,
+    /// Print token counts, time to first text and decode speed to stderr at the end.
+    #[arg(long)]
+    pub stats: bool,
     /// Sampling options.
     #[command(flatten)]
     pub sampling: SamplingArgs,

@@ -33,8 +33,14 @@ fn params(s: &SamplingArgs) -> SamplingParams {
     }
 }
 
-/// Runs one request, printing text as it arrives; returns the full text.
-fn stream(engine: &GenerationEngine, prompt: Vec<u32>, s: &SamplingArgs) -> Result<String> {
+/// Runs one request, printing text as it arrives; returns the full text. With `stats`, prints
+/// the token counts and speeds to stderr at the end.
+fn stream(
+    engine: &GenerationEngine,
+    prompt: Vec<u32>,
+    s: &SamplingArgs,
+    stats: bool,
+) -> Result<String> {
     let p = params(s);
     p.validate().map_err(anyhow::Error::msg)?;
     let room = engine.max_context().saturating_sub(prompt.len());
@@ -46,14 +52,33 @@ fn stream(engine: &GenerationEngine, prompt: Vec<u32>, s: &SamplingArgs) -> Resu
     })?;
     let mut out = std::io::stdout().lock();
     let mut text = String::new();
+    let start = std::time::Instant::now();
+    let mut first = None;
     while let Some(ev) = rx.blocking_recv() {
         match ev {
             GenerationEvent::Text(t) => {
+                first.get_or_insert_with(|| start.elapsed());
                 text.push_str(&t);
                 let _ = out.write_all(t.as_bytes());
                 let _ = out.flush();
             }
-            GenerationEvent::Done { .. } => break,
+            GenerationEvent::Done {
+                prompt_tokens,
+                completion_tokens,
+                ..
+            } => {
+                let _ = writeln!(out);
+                if stats {
+                    let total = start.elapsed().as_secs_f64();
+                    let first = first.map_or(total, |d| d.as_secs_f64());
+                    let rate = completion_tokens.saturating_sub(1) as f64 / (total - first);
+                    eprintln!(
+                        "{prompt_tokens} prompt tokens, first text after {:.0} ms; {completion_tokens} tokens in {total:.2} s ({rate:.1} tokens/s after the first)",
+                        first * 1e3
+                    );
+                }
+                return Ok(text);
+            }
             GenerationEvent::Error(e) => bail!(e),
         }
     }
@@ -65,7 +90,7 @@ fn stream(engine: &GenerationEngine, prompt: Vec<u32>, s: &SamplingArgs) -> Resu
 pub fn run_generate(args: GenerateArgs) -> Result<()> {
     let (_, engine) = load(&args.model, &args.source)?;
     let prompt = engine.model().encode_prompt(&args.prompt)?;
-    stream(&engine, prompt, &args.sampling).map(|_| ())
+    stream(&engine, prompt, &args.sampling, args.stats).map(|_| ())
 }
 
 /// Runs `kiln chat`.
@@ -101,7 +126,7 @@ pub fn run_chat(args: ChatArgs) -> Result<()> {
         }
         history.push(ChatMessage::new("user", line.trim_end()));
         let prompt = engine.model().encode_chat(&history)?;
-        let reply = stream(&engine, prompt, &args.sampling)?;
+        let reply = stream(&engine, prompt, &args.sampling, false)?;
         history.push(ChatMessage::new("assistant", &reply));
     }
 }

@@ -293,27 +293,49 @@ impl QuantLinear {
 /// The quantized input rows of one `forward` call, ready for the dot-product kernels.
 struct Inputs<'a> {
     acts: &'a [Activations],
-    /// Slices of the rows for the AVX-512 VNNI kernels, when they run for this format.
+    /// Slices of the rows for the AVX-512 VNNI kernels, when this CPU runs them.
     #[cfg(target_arch = "x86_64")]
-    vnni: Option<Vec<crate::quant_vnni::RowRef<'a>>>,
+    vnni: Option<VnniRows<'a>>,
+}
+
+/// Activation rows as the VNNI kernels take them.
+#[cfg(target_arch = "x86_64")]
+enum VnniRows<'a> {
+    B32(Vec<crate::quant_vnni::RowRef<'a>>),
+    K(Vec<crate::quant_vnni::KRowRef<'a>>),
 }
 
 impl<'a> Inputs<'a> {
     fn new(format: QuantFormat, acts: &'a [Activations]) -> Self {
         #[cfg(target_arch = "x86_64")]
-        let vnni = (matches!(format, QuantFormat::Q4_1 | QuantFormat::Q8_0)
-            && crate::cpu::has_avx512_vnni())
-        .then(|| {
-            acts.iter()
-                .map(|a| match a {
-                    Activations::B32(x) => crate::quant_vnni::RowRef {
-                        d: &x.d,
-                        s: &x.s,
-                        q: &x.q,
-                    },
-                    Activations::K(_) => unreachable!("32-value formats get 32-value activations"),
-                })
-                .collect()
+        let vnni = (format != QuantFormat::Q4_0 && crate::cpu::has_avx512_vnni()).then(|| {
+            use crate::quant_vnni::{KRowRef, RowRef};
+            match format.block_len() {
+                K_BLOCK => VnniRows::K(
+                    acts.iter()
+                        .map(|a| match a {
+                            Activations::K(x) => KRowRef {
+                                d: &x.d,
+                                bsums: &x.bsums,
+                                q: &x.q,
+                            },
+                            Activations::B32(_) => unreachable!("K formats get Q8_K activations"),
+                        })
+                        .collect(),
+                ),
+                _ => VnniRows::B32(
+                    acts.iter()
+                        .map(|a| match a {
+                            Activations::B32(x) => RowRef {
+                                d: &x.d,
+                                s: &x.s,
+                                q: &x.q,
+                            },
+                            Activations::K(_) => unreachable!("32-value formats get Q8_0/Q8_1"),
+                        })
+                        .collect(),
+                ),
+            }
         });
         #[cfg(not(target_arch = "x86_64"))]
         let _ = format;
@@ -326,39 +348,46 @@ impl<'a> Inputs<'a> {
 }
 
 /// Dot products of one weight row with every quantized input row, handed to `put(row, value)`.
-/// With AVX-512 VNNI, Q4_1 and Q8_0 weights are unpacked once for up to four rows.
+/// With AVX-512 VNNI, a weight block is unpacked once for up to four rows.
 fn dot_rows(format: QuantFormat, w: &[u8], xs: &Inputs<'_>, mut put: impl FnMut(usize, f32)) {
     #[cfg(target_arch = "x86_64")]
-    if let Some(refs) = &xs.vnni {
-        use crate::quant_vnni::{self as vnni, RowRef};
-        let mut r0 = 0;
-        for chunk in refs.chunks(4) {
-            macro_rules! run {
-                ($n:literal) => {{
-                    let rows: [RowRef<'_>; $n] = std::array::from_fn(|i| chunk[i]);
-                    // SAFETY: `Inputs::new` prepared these rows only after has_avx512_vnni()
-                    // checked every feature the kernels enable; the rows were quantized from
-                    // inputs of the layer's width, so each holds a scale, a sum and 32 values
-                    // for every block of `w`.
-                    let v = unsafe {
-                        if format == QuantFormat::Q4_1 {
-                            vnni::dot_q4_1::<$n>(w, rows)
-                        } else {
-                            vnni::dot_q8_0::<$n>(w, rows)
-                        }
-                    };
-                    for (i, v) in v.into_iter().enumerate() {
-                        put(r0 + i, v);
+    if let Some(rows) = &xs.vnni {
+        use crate::quant_vnni as vnni;
+        // Runs `$kernel` on chunks of up to four rows of `$refs`.
+        macro_rules! in_chunks {
+            ($refs:expr, $kernel:ident) => {{
+                let mut r0 = 0;
+                for chunk in $refs.chunks(4) {
+                    macro_rules! run {
+                        ($n:literal) => {{
+                            let rows = std::array::from_fn::<_, $n, _>(|i| chunk[i]);
+                            // SAFETY: `Inputs::new` prepared these rows only after
+                            // has_avx512_vnni() checked every feature the kernels enable; the
+                            // rows were quantized from inputs of the layer's width, so each
+                            // holds the scales, sums and values of every block of `w`.
+                            let v = unsafe { vnni::$kernel::<$n>(w, rows) };
+                            for (i, v) in v.into_iter().enumerate() {
+                                put(r0 + i, v);
+                            }
+                        }};
                     }
-                }};
-            }
-            match chunk.len() {
-                4 => run!(4),
-                3 => run!(3),
-                2 => run!(2),
-                _ => run!(1),
-            }
-            r0 += chunk.len();
+                    match chunk.len() {
+                        4 => run!(4),
+                        3 => run!(3),
+                        2 => run!(2),
+                        _ => run!(1),
+                    }
+                    r0 += chunk.len();
+                }
+            }};
+        }
+        match (format, rows) {
+            (QuantFormat::Q4_1, VnniRows::B32(r)) => in_chunks!(r, dot_q4_1),
+            (QuantFormat::Q8_0, VnniRows::B32(r)) => in_chunks!(r, dot_q8_0),
+            (QuantFormat::Q5_0, VnniRows::B32(r)) => in_chunks!(r, dot_q5_0),
+            (QuantFormat::Q4K, VnniRows::K(r)) => in_chunks!(r, dot_q4_k),
+            (QuantFormat::Q6K, VnniRows::K(r)) => in_chunks!(r, dot_q6_k),
+            _ => unreachable!("VNNI rows are prepared only for the formats above"),
         }
         return;
     }
@@ -604,47 +633,80 @@ mod tests {
         );
     }
 
-    /// `dot_rows` (the VNNI multi-row kernels where the CPU has them) against the scalar dots.
+    /// Random-looking blocks of `format` with sane f16 scales.
+    fn random_blocks(format: QuantFormat, blocks: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+        let mut data: Vec<u8> = (0..blocks * format.block_bytes())
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 7) as u8
+            })
+            .collect();
+        let scales: &[usize] = match format {
+            QuantFormat::Q4_1 | QuantFormat::Q4K => &[0, 2],
+            QuantFormat::Q6K => &[208],
+            _ => &[0],
+        };
+        for (i, blk) in data.chunks_exact_mut(format.block_bytes()).enumerate() {
+            for &o in scales {
+                let v = 0.003 + 0.001 * ((i + o) % 7) as f32;
+                blk[o..o + 2].copy_from_slice(&f32_to_half(v).to_le_bytes());
+            }
+        }
+        data
+    }
+
+    /// `dot_rows` (the AVX-512 VNNI multi-row kernels where the CPU has them) against the
+    /// plain dot products, for every format and 1 to 7 rows.
     #[test]
     fn multi_row_dots_match_the_scalar_dots() {
-        let (k, rows) = (320, 7);
-        let q4: Vec<u8> = (0..k / BLOCK)
-            .flat_map(|b| {
-                let vals: [u8; 32] = std::array::from_fn(|j| ((j * 5 + b * 3) % 16) as u8);
-                q4_1_block(0.02 + b as f32 * 0.001, -0.1, &vals)
-            })
-            .collect();
-        let q8: Vec<u8> = (0..k / BLOCK)
-            .flat_map(|b| {
-                let mut blk = f32_to_half(0.01 * (b + 1) as f32).to_le_bytes().to_vec();
-                blk.extend((0..32i32).map(|j| ((j * 37 + b as i32 * 11) % 256 - 128) as i8 as u8));
-                blk
-            })
-            .collect();
-        let acts: Vec<Activations> = (0..rows)
-            .map(|r| {
-                let x: Vec<f32> = (0..k)
-                    .map(|i| (((i + 31 * r) * 7919 % 251) as f32 - 125.0) / 37.0)
+        let k = 512;
+        for format in [
+            QuantFormat::Q4_0,
+            QuantFormat::Q4_1,
+            QuantFormat::Q5_0,
+            QuantFormat::Q8_0,
+            QuantFormat::Q4K,
+            QuantFormat::Q6K,
+        ] {
+            let w = random_blocks(format, k / format.block_len(), 7);
+            for rows in 1..=7 {
+                let acts: Vec<Activations> = (0..rows)
+                    .map(|r| {
+                        let x: Vec<f32> = (0..k)
+                            .map(|i| (((i + 31 * r) * 7919 % 251) as f32 - 125.0) / 37.0)
+                            .collect();
+                        Activations::new(format, &x)
+                    })
                     .collect();
-                Activations::new(QuantFormat::Q4_1, &x)
-            })
-            .collect();
-        for (format, w) in [(QuantFormat::Q4_1, &q4), (QuantFormat::Q8_0, &q8)] {
-            let mut got = vec![f32::NAN; rows];
-            dot_rows(format, w, &Inputs::new(format, &acts), |r, v| got[r] = v);
-            for (r, a) in acts.iter().enumerate() {
-                let Activations::B32(x) = a else {
-                    unreachable!()
-                };
-                let want = match format {
-                    QuantFormat::Q4_1 => dot_q4_1(w, &x.d, &x.s, &x.q),
-                    _ => dot_q8_0(w, &x.d, &x.q),
-                };
-                assert!(
-                    (got[r] - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                    "{format:?} row {r}: {} vs {want}",
-                    got[r]
-                );
+                let mut got = vec![f32::NAN; rows];
+                dot_rows(format, &w, &Inputs::new(format, &acts), |r, v| got[r] = v);
+                for (r, a) in acts.iter().enumerate() {
+                    let want = match (format, a) {
+                        (QuantFormat::Q4K, Activations::K(x)) => {
+                            crate::quant_blocks::dot_q4_k(&w, &x.d, &x.bsums, &x.q)
+                        }
+                        (QuantFormat::Q6K, Activations::K(x)) => {
+                            crate::quant_blocks::dot_q6_k(&w, &x.d, &x.q)
+                        }
+                        (QuantFormat::Q4_0, Activations::B32(x)) => {
+                            crate::quant_blocks::dot_q4_0(&w, &x.d, &x.q)
+                        }
+                        (QuantFormat::Q5_0, Activations::B32(x)) => {
+                            crate::quant_blocks::dot_q5_0(&w, &x.d, &x.q)
+                        }
+                        (QuantFormat::Q4_1, Activations::B32(x)) => dot_q4_1(&w, &x.d, &x.s, &x.q),
+                        (_, Activations::B32(x)) => dot_q8_0(&w, &x.d, &x.q),
+                        _ => unreachable!(),
+                    };
+                    assert!(
+                        (got[r] - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                        "{format:?} {rows} rows, row {r}: {} vs {want}",
+                        got[r]
+                    );
+                }
             }
         }
     }

@@ -64,7 +64,7 @@ pub fn quantize_row_q8_k(x: &[f32]) -> Q8KRow {
 }
 
 /// The 6-bit scale and minimum of sub-block `j` of a Q4_K block's 12 packed bytes.
-fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+pub(crate) fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {

@@ -116,3 +116,204 @@ pub(crate) unsafe fn dot_q8_0<const R: usize>(w: &[u8], rows: [RowRef<'_>; R]) -
         std::array::from_fn(|r| hsum(acc[r]))
     }
 }
+
+/// One row of Q8_K activations: per-256 scales, per-16 sums, values.
+#[derive(Clone, Copy)]
+pub(crate) struct KRowRef<'a> {
+    pub d: &'a [f32],
+    pub bsums: &'a [i32],
+    pub q: &'a [i8],
+}
+
+/// Q5_0 weights `w` (`n` 22-byte blocks) against `R` rows of Q8_0 activations.
+///
+/// # Safety
+/// As [`dot_q4_1`], with 22-byte blocks (the sums are not read).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q5_0<const R: usize>(w: &[u8], rows: [RowRef<'_>; R]) -> [f32; R] {
+    let n = w.len() / 22;
+    for r in &rows {
+        assert!(r.d.len() >= n && r.q.len() >= 32 * n);
+    }
+    // SAFETY: reads stay inside block `b < n` of `w` (22 bytes at `22 b`) and inside
+    // `q[32 b .. 32 b + 32]` of each row, checked above; the features are the caller's duty.
+    unsafe {
+        let mask = _mm_set1_epi8(0x0f);
+        let bit4 = _mm256_set1_epi8(0x10);
+        let sixteen = _mm256_set1_epi8(16);
+        let mut acc = [_mm256_setzero_ps(); R];
+        for b in 0..n {
+            let blk = w.as_ptr().add(b * 22);
+            let (dw, _) = scales(blk);
+            let qh = (blk.add(2) as *const u32).read_unaligned();
+            let raw = _mm_loadu_si128(blk.add(6) as *const __m128i);
+            let lo = _mm_and_si128(raw, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16::<4>(raw), mask);
+            // Bit i of `qh` is the fifth bit of value i.
+            let high = _mm256_and_si256(_mm256_movm_epi8(qh), bit4);
+            let qw = _mm256_sub_epi8(_mm256_or_si256(_mm256_set_m128i(hi, lo), high), sixteen);
+            let abs_w = _mm256_sign_epi8(qw, qw);
+            for (r, row) in rows.iter().enumerate() {
+                let qx = _mm256_loadu_si256(row.q.as_ptr().add(b * 32) as *const __m256i);
+                let p =
+                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), abs_w, _mm256_sign_epi8(qx, qw));
+                acc[r] = _mm256_fmadd_ps(
+                    _mm256_set1_ps(dw * *row.d.get_unchecked(b)),
+                    _mm256_cvtepi32_ps(p),
+                    acc[r],
+                );
+            }
+        }
+        std::array::from_fn(|r| hsum(acc[r]))
+    }
+}
+
+/// Sum of the eight 32-bit lanes.
+#[inline(always)]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    // SAFETY: register arithmetic only; AVX2 is enabled by the calling function.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
+}
+
+/// Q4_K weights `w` (`n` 144-byte super-blocks) against `R` rows of Q8_K activations.
+///
+/// # Safety
+/// The CPU must have AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C; every row must hold at least
+/// `n` scales, `16 n` sums and `256 n` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q4_k<const R: usize>(w: &[u8], rows: [KRowRef<'_>; R]) -> [f32; R] {
+    let n = w.len() / 144;
+    for r in &rows {
+        assert!(r.d.len() >= n && r.bsums.len() >= 16 * n && r.q.len() >= 256 * n);
+    }
+    // SAFETY: reads stay inside super-block `b < n` of `w` (144 bytes at `144 b`) and inside
+    // `q[256 b .. 256 b + 256]` of each row, checked above; the features are the caller's duty.
+    unsafe {
+        let mask = _mm256_set1_epi8(0x0f);
+        let mut acc = [0.0f32; R];
+        for b in 0..n {
+            let blk = w.as_ptr().add(b * 144);
+            let (d, dmin) = scales(blk);
+            let s = std::slice::from_raw_parts(blk.add(4), 12);
+            let sm: [(i32, i32); 8] = std::array::from_fn(|j| {
+                let (sc, m) = crate::quant_blocks::q4_k_scale_min(j, s);
+                (sc as i32, m as i32)
+            });
+            let mut isum = [_mm256_setzero_si256(); R];
+            for chunk in 0..4 {
+                let raw = _mm256_loadu_si256(blk.add(16 + 32 * chunk) as *const __m256i);
+                let lo = _mm256_and_si256(raw, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
+                let (s0, s1) = (
+                    _mm256_set1_epi32(sm[2 * chunk].0),
+                    _mm256_set1_epi32(sm[2 * chunk + 1].0),
+                );
+                for (r, row) in rows.iter().enumerate() {
+                    let x = row.q.as_ptr().add(b * 256 + 64 * chunk);
+                    let x0 = _mm256_loadu_si256(x as *const __m256i);
+                    let x1 = _mm256_loadu_si256(x.add(32) as *const __m256i);
+                    let p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, x0);
+                    let p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi, x1);
+                    isum[r] = _mm256_add_epi32(
+                        isum[r],
+                        _mm256_add_epi32(_mm256_mullo_epi32(p0, s0), _mm256_mullo_epi32(p1, s1)),
+                    );
+                }
+            }
+            for (r, row) in rows.iter().enumerate() {
+                let sums = &row.bsums[b * 16..b * 16 + 16];
+                let msum: i32 = (0..8)
+                    .map(|j| sm[j].1 * (sums[2 * j] + sums[2 * j + 1]))
+                    .sum();
+                let dx = *row.d.get_unchecked(b);
+                acc[r] += d * dx * hsum_i32(isum[r]) as f32 - dmin * dx * msum as f32;
+            }
+        }
+        acc
+    }
+}
+
+/// Q6_K weights `w` (`n` 210-byte super-blocks) against `R` rows of Q8_K activations.
+///
+/// # Safety
+/// As [`dot_q4_k`], with 210-byte super-blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub(crate) unsafe fn dot_q6_k<const R: usize>(w: &[u8], rows: [KRowRef<'_>; R]) -> [f32; R] {
+    let n = w.len() / 210;
+    for r in &rows {
+        assert!(r.d.len() >= n && r.bsums.len() >= 16 * n && r.q.len() >= 256 * n);
+    }
+    // SAFETY: reads stay inside super-block `b < n` of `w` (210 bytes at `210 b`, the f16 scale
+    // at byte 208) and inside `q[256 b .. 256 b + 256]` of each row, checked above.
+    unsafe {
+        let m4 = _mm256_set1_epi8(0x0f);
+        let m30 = _mm256_set1_epi8(0x30);
+        let mut acc = [0.0f32; R];
+        for b in 0..n {
+            let blk = w.as_ptr().add(b * 210);
+            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
+                (blk.add(208) as *const u16).read_unaligned() as i32,
+            )));
+            let sc: [i8; 16] = std::array::from_fn(|i| *blk.add(192 + i) as i8);
+            let mut isum = [_mm256_setzero_si256(); R];
+            for half in 0..2 {
+                let ql = blk.add(64 * half);
+                let qh = _mm256_loadu_si256(blk.add(128 + 32 * half) as *const __m256i);
+                let a = _mm256_loadu_si256(ql as *const __m256i);
+                let c = _mm256_loadu_si256(ql.add(32) as *const __m256i);
+                // Unsigned 6-bit values (the stored value + 32) of the four 32-value groups.
+                let v = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(a, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<4>(qh), m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(c, m4),
+                        _mm256_and_si256(_mm256_slli_epi16::<2>(qh), m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(a), m4),
+                        _mm256_and_si256(qh, m30),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(c), m4),
+                        _mm256_and_si256(_mm256_srli_epi16::<2>(qh), m30),
+                    ),
+                ];
+                for (g, v) in v.iter().enumerate() {
+                    // Lanes 0-3 hold the group's first 16 values, lanes 4-7 the next 16.
+                    let j = 8 * half + 2 * g;
+                    let s = _mm256_set_epi32(
+                        sc[j + 1] as i32,
+                        sc[j + 1] as i32,
+                        sc[j + 1] as i32,
+                        sc[j + 1] as i32,
+                        sc[j] as i32,
+                        sc[j] as i32,
+                        sc[j] as i32,
+                        sc[j] as i32,
+                    );
+                    for (r, row) in rows.iter().enumerate() {
+                        let x = _mm256_loadu_si256(
+                            row.q.as_ptr().add(b * 256 + 128 * half + 32 * g) as *const __m256i,
+                        );
+                        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), *v, x);
+                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(p, s));
+                    }
+                }
+            }
+            for (r, row) in rows.iter().enumerate() {
+                // The stored values are offset by 32: subtract 32 · Σ scale · Σ x per 16.
+                let sums = &row.bsums[b * 16..b * 16 + 16];
+                let offset: i32 = (0..16).map(|j| sc[j] as i32 * sums[j]).sum::<i32>() * 32;
+                acc[r] += d * *row.d.get_unchecked(b) * (hsum_i32(isum[r]) - offset) as f32;
+            }
+        }
+        acc
+    }
+}
