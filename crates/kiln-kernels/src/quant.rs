@@ -65,7 +65,7 @@ fn f16(bits: [u8; 2]) -> f32 {
 }
 
 /// IEEE half to single precision.
-pub(crate) fn half_to_f32(h: u16) -> f32 {
+pub fn half_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let man = (h & 0x3ff) as u32;

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::weights::ggml::GgmlType;
 use crate::weights::gguf::{GgufFile, MetaValue};
 use kiln_kernels::linear::Linear;
-use kiln_kernels::quant::{round_to_f16, QuantFormat, QuantLinear};
+use kiln_kernels::quant::{f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear};
 
 /// A dense layer: ggml-quantized weights computed like llama.cpp (one part per stacked tensor,
 /// each in its own format), or `f32` weights.
@@ -762,16 +762,22 @@ fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
 /// GELU (tanh form) as ggml computes it on the CPU: the input rounded to `f16`, looked up in a
 /// table of `f16` results; exactly 0 below -10 and the identity above 10.
 fn gelu_like_ggml(x: f32) -> f32 {
+    static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     if x <= -10.0 {
         0.0
     } else if x >= 10.0 {
         x
     } else {
-        let x = round_to_f16(x);
-        const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-        let y = 0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh());
-        round_to_f16(y)
+        let table =
+            TABLE.get_or_init(|| (0..=u16::MAX).map(|h| gelu_f16(half_to_f32(h))).collect());
+        table[f32_to_half(x) as usize]
     }
+}
+
+/// `f16(gelu_tanh(x))` of an `f16` value `x`: one entry of ggml's table.
+fn gelu_f16(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    round_to_f16(0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh()))
 }
 
 /// Attention of the new rows (queries in `qkv`, row width `w`) over the cached positions each
