@@ -8,6 +8,7 @@ echo "== fetching the real models (skipped when present)"
 cargo run --release --quiet -p kiln-cli -- fetch all-MiniLM-L6-v2
 cargo run --release --quiet -p kiln-cli -- fetch SmolLM2-135M-Instruct
 cargo run --release --quiet -p kiln-cli -- fetch gemma-3-270m
+cargo run --release --quiet -p kiln-cli -- fetch Qwen2.5-Coder-0.5B-Instruct
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

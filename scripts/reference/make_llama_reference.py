@@ -8,6 +8,9 @@ greedy-parity, tokenizer and chat-template tests check against. Two presets:
   template, so the reference rendering is llama.cpp's built-in `gemma` template (which writes no
   BOS: kiln's rendering must equal BOS + it) -> crates/kiln-core/tests/data/gemma3_reference.json
   (model: `cargo run --release -p kiln-cli -- fetch gemma-3-270m`)
+- `--preset qwen2`: Qwen2.5-Coder-0.5B-Instruct, mixed Q5_0/Q4_K/Q6_K/Q8_0, its own Qwen template
+  -> crates/kiln-core/tests/data/qwen2_reference.json
+  (model: `cargo run --release -p kiln-cli -- fetch Qwen2.5-Coder-0.5B-Instruct`)
 
 Run from the repository root (CI does not run this; the build takes a few minutes):
 
@@ -123,6 +126,13 @@ PRESETS = {
         "out": OUT,
         "tokenization": TOKENIZATION_STRINGS,
         "specials": SPECIAL_TEXTS,
+        "builtin_template": None,
+    },
+    "qwen2": {
+        "model": "models/Qwen2.5-Coder-0.5B-Instruct/qwen2.5-coder-0.5b-instruct.gguf",
+        "out": "crates/kiln-core/tests/data/qwen2_reference.json",
+        "tokenization": TOKENIZATION_STRINGS,
+        "specials": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
         "builtin_template": None,
     },
     "gemma3": {

