@@ -46,7 +46,7 @@ impl TestDatabase {
             if std::env::var_os("CI").is_some() {
                 panic!(
                     "{POSTGRES_URL_VAR} is not set but CI is: the PostgreSQL tests must run in CI \
-                     (.ci/run starts a server and sets it)"
+                     (scripts/test.sh starts a server and sets it when PostgreSQL is installed; .ci/run installs it)"
                 );
             }
             eprintln!(
