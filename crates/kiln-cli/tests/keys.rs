@@ -131,8 +131,9 @@ fn without_a_url_the_database_is_kiln_db_in_the_working_directory() {
         .unwrap();
     assert_success(&out, &["create"]);
     let key = String::from_utf8(out.stdout).unwrap();
-    let db = std::fs::read(dir.path().join("kiln.db")).expect("kiln.db created");
-    // Only the hash is in the file.
+    let mut db = std::fs::read(dir.path().join("kiln.db")).expect("kiln.db created");
+    db.extend(std::fs::read(dir.path().join("kiln.db-wal")).unwrap_or_default());
+    // Only the hash is in the files.
     assert!(!String::from_utf8_lossy(&db).contains(key.trim()));
     let out = kiln()
         .args(["keys", "list"])

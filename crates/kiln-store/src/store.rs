@@ -5,7 +5,7 @@ use crate::usage::{unix_now, UsageDelta, UsageRow};
 use crate::StoreError;
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, Executor, Row};
 
 /// Where kiln keeps its database when no `--database-url` is given: `kiln.db` in the working
 /// directory, created on first use.
@@ -114,15 +114,25 @@ impl KeyStore {
     /// when it does not exist, and applies the migrations it has not seen yet.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
+        let mut options = AnyPoolOptions::new().max_connections(4);
         let url = if url.starts_with("sqlite:") {
+            // WAL lets key checks read while usage is written, and synchronous=NORMAL syncs at
+            // checkpoints instead of on every commit (a crash may lose the last usage
+            // writes, never corrupt the file); without them every usage write stalls reads.
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+                        .await
+                        .map(|_| ())
+                })
+            });
             with_sqlite_create(url)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             url.to_string()
         } else {
             return Err(StoreError::UnsupportedUrl(redact(url)));
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(4)
+        let pool = options
             .connect(&url)
             .await
             .map_err(|source| StoreError::Connect {
