@@ -430,3 +430,38 @@ async fn concurrent_requests_per_key_are_limited_until_a_stream_ends() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_stream_left_early_still_counts_its_request_and_prompt() {
+    for db in TestDatabase::all().await {
+        let app = app(&db, AuthConfig::default(), true).await;
+        let key = app
+            .store
+            .create_key("leaver", KeyLimits::default())
+            .await
+            .unwrap();
+        let body = json!({"model": "chat", "messages": [{"role": "user", "content": "Tell a long story"}], "max_tokens": 64, "stream": true});
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v1/chat/completions")
+            .header("content-type", "application/json")
+            .header("x-api-key", key.secret.expose())
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = app.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut stream = resp.into_body();
+        // Read the first chunk, then leave.
+        stream.frame().await.unwrap().unwrap();
+        drop(stream);
+        app.auth.flush().await;
+        let rows = app.store.usage(Some(&key.record.id)).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].requests, 1);
+        assert!(rows[0].prompt_tokens > 5, "{rows:?}");
+        assert_eq!(
+            rows[0].completion_tokens, 0,
+            "the answer was never finished"
+        );
+    }
+}

@@ -250,6 +250,7 @@ fn request_id(kind: Kind) -> String {
 }
 
 async fn run(p: Plan, kind: Kind, meter: UsageMeter) -> Result<Response, ApiError> {
+    let prompt_tokens = p.prompt.len();
     let request = GenerationRequest {
         prompt: p.prompt,
         params: p.params,
@@ -257,6 +258,8 @@ async fn run(p: Plan, kind: Kind, meter: UsageMeter) -> Result<Response, ApiErro
         stop: p.stop,
     };
     let rx = p.engine.submit(request)?;
+    // The prompt counts once accepted, even if the client leaves before the answer ends.
+    meter.add(prompt_tokens, 0);
     let meta = Meta {
         id: request_id(kind),
         created: unix_now(),
@@ -318,7 +321,7 @@ async fn collect(
                 prompt_tokens,
                 completion_tokens,
             } => {
-                meta.meter.add(prompt_tokens, completion_tokens);
+                meta.meter.add(0, completion_tokens);
                 let usage = CompletionUsage {
                     prompt_tokens,
                     completion_tokens,
@@ -390,7 +393,7 @@ fn stream(
                         prompt_tokens,
                         completion_tokens,
                     }) => {
-                        meta.meter.add(prompt_tokens, completion_tokens);
+                        meta.meter.add(0, completion_tokens);
                         let c = meta.chunk(None, None, Some(reason.as_str()));
                         let usage = CompletionUsage {
                             prompt_tokens,
