@@ -25,6 +25,9 @@ pub enum StoreError {
     /// No key has this id.
     #[error("no API key has the id `{0}`")]
     UnknownKey(String),
+    /// A key was given an empty name.
+    #[error("a key needs a non-empty name (say who or what it is for)")]
+    EmptyName,
     /// A limit was zero or negative.
     #[error("{name} must be at least 1 (leave it out for no limit)")]
     InvalidLimit {

@@ -145,6 +145,9 @@ impl KeyStore {
 
     /// Creates a key named `name` with `limits`; the returned secret is not stored anywhere.
     pub async fn create_key(&self, name: &str, limits: KeyLimits) -> Result<NewKey, StoreError> {
+        if name.trim().is_empty() {
+            return Err(StoreError::EmptyName);
+        }
         let rpm = check_limit("requests per minute", limits.requests_per_minute)?;
         let tpm = check_limit("tokens per minute", limits.tokens_per_minute)?;
         let conc = check_limit("concurrent requests", limits.max_concurrent)?;

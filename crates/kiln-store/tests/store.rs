@@ -81,6 +81,10 @@ async fn created_keys_verify_until_revoked_and_are_stored_only_as_hashes() {
             Err(StoreError::UnknownKey(_))
         ));
         assert!(matches!(
+            store.create_key(" ", KeyLimits::default()).await,
+            Err(StoreError::EmptyName)
+        ));
+        assert!(matches!(
             store
                 .create_key(
                     "zero",
