@@ -89,7 +89,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .thread_name("kiln-http")
         .build()?;
     runtime.block_on(async move {
-        let auth = crate::serve_auth::open(&args.auth).await?;
+        let auth = crate::serve_auth::open(&args.auth, state.metrics.clone()).await?;
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await

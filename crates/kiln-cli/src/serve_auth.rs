@@ -3,11 +3,14 @@
 use crate::args_keys::AuthArgs;
 use anyhow::{Context, Result};
 use kiln_server::auth::{self, Auth, AuthConfig};
+use kiln_server::metrics::Metrics;
 use kiln_store::{KeyStore, DEFAULT_DATABASE_URL};
+use std::sync::Arc;
 
 /// Opens the key database and sets up auth, or returns `None` when there can be no keys: no
-/// `--database-url`, no `--require-auth`, and no default database file. Call inside the runtime.
-pub async fn open(args: &AuthArgs) -> Result<Option<Auth>> {
+/// `--database-url`, no `--require-auth`, and no default database file. Refusals are counted in
+/// `metrics`. Call inside the runtime.
+pub async fn open(args: &AuthArgs, metrics: Arc<Metrics>) -> Result<Option<Auth>> {
     let default_file = DEFAULT_DATABASE_URL.trim_start_matches("sqlite://");
     let url = match &args.database_url {
         Some(url) => url.as_str(),
@@ -28,7 +31,7 @@ pub async fn open(args: &AuthArgs) -> Result<Option<Auth>> {
         require_auth: args.require_auth,
         metrics_require_auth: args.metrics_require_auth,
     };
-    let auth = Auth::new(store, config).await?;
+    let auth = Auth::new(store, config, Some(metrics)).await?;
     let enforced = auth.is_enforced().await?;
     tracing::info!(
         enforced,

@@ -62,11 +62,13 @@ async fn app(db: &TestDatabase, config: AuthConfig, with_chat: bool) -> App {
     }
     let state = AppState {
         models: Arc::new(registry),
-        metrics,
+        metrics: metrics.clone(),
         limits: Arc::new(Limits::default()),
     };
     let store = KeyStore::connect(&db.url).await.unwrap();
-    let auth = Auth::new(store.clone(), config).await.unwrap();
+    let auth = Auth::new(store.clone(), config, Some(metrics))
+        .await
+        .unwrap();
     App {
         router: auth::protect(kiln_server::router(state), auth.clone()),
         auth,
@@ -179,6 +181,20 @@ async fn keys_are_required_once_one_exists_and_probes_stay_open() {
             let (s, _, _) = call(&app, "GET", open, None, &[]).await;
             assert_eq!(s, StatusCode::OK, "{open}");
         }
+        // Refusals are counted in the request metrics by route and status.
+        let (_, metrics, _) = call(&app, "GET", "/metrics", None, &[]).await;
+        let refused = metrics
+            .as_str()
+            .unwrap()
+            .lines()
+            .find(|l| {
+                l.contains("route=\"/v1/embeddings\"")
+                    && l.contains("status=\"401\"")
+                    && !l.starts_with('#')
+            })
+            .unwrap_or_else(|| panic!("no 401 line in {metrics}"))
+            .to_string();
+        assert!(refused.ends_with(" 3"), "{refused}");
         // Any /health/* route is let through to the router (404 here: not this branch's route).
         let (s, _, _) = call(&app, "GET", "/health/ready", None, &[]).await;
         assert_eq!(s, StatusCode::NOT_FOUND);

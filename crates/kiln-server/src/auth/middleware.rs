@@ -2,7 +2,7 @@
 
 use super::{Auth, UsageMeter};
 use crate::error::ApiError;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -54,33 +54,62 @@ fn store_failure(e: kiln_store::StoreError) -> Response {
 
 /// Checks the request's key and limits, then runs the route with a [`UsageMeter`] in its
 /// extensions. 401 for a missing, unknown or revoked key; 429 with `Retry-After` over a limit.
+/// Refusals are counted in the request metrics like any other answer.
 pub async fn authenticate(State(auth): State<Auth>, mut req: Request, next: Next) -> Response {
-    if is_open(req.uri().path(), auth.inner.config.metrics_require_auth) {
-        return next.run(req).await;
+    let started = Instant::now();
+    match admit(&auth, req.uri().path(), req.headers()).await {
+        Ok(None) => next.run(req).await,
+        Ok(Some(meter)) => {
+            req.extensions_mut().insert(meter);
+            next.run(req).await
+        }
+        Err(refusal) => {
+            if let Some(metrics) = &auth.inner.metrics {
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("unmatched", MatchedPath::as_str);
+                metrics.observe_request(
+                    route,
+                    refusal.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
+            }
+            refusal
+        }
     }
-    match auth.is_enforced().await {
-        Ok(true) => {}
-        Ok(false) => return next.run(req).await,
-        Err(e) => return store_failure(e),
+}
+
+/// The request's meter when it is admitted with a key, `None` when it needs none, or the
+/// refusal to answer.
+async fn admit(
+    auth: &Auth,
+    path: &str,
+    headers: &HeaderMap,
+) -> Result<Option<UsageMeter>, Response> {
+    if is_open(path, auth.inner.config.metrics_require_auth) {
+        return Ok(None);
     }
-    let Some(key) = presented_key(req.headers()) else {
-        return unauthorized(
+    if !auth.is_enforced().await.map_err(store_failure)? {
+        return Ok(None);
+    }
+    let Some(key) = presented_key(headers) else {
+        return Err(unauthorized(
             "missing API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY` \
              (keys are made with `kiln keys create`)",
-        );
+        ));
     };
-    let record = match auth
+    let record = auth
         .store()
         .verify(&ApiKeySecret::from_presented(key))
         .await
-    {
-        Ok(Some(record)) => record,
-        Ok(None) => return unauthorized("invalid API key: it is unknown, mistyped or revoked"),
-        Err(e) => return store_failure(e),
-    };
-    let admission = match auth.inner.limiter.admit(&record, Instant::now()) {
-        Ok(a) => a,
-        Err(refusal) => {
+        .map_err(store_failure)?
+        .ok_or_else(|| unauthorized("invalid API key: it is unknown, mistyped or revoked"))?;
+    let admission = auth
+        .inner
+        .limiter
+        .admit(&record, Instant::now())
+        .map_err(|refusal| {
             let mut resp = ApiError {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: format!(
@@ -95,17 +124,14 @@ pub async fn authenticate(State(auth): State<Auth>, mut req: Request, next: Next
                 header::RETRY_AFTER,
                 HeaderValue::from(refusal.retry_after_secs),
             );
-            return resp;
-        }
-    };
-    let meter = UsageMeter::new(
+            resp
+        })?;
+    Ok(Some(UsageMeter::new(
         record.id,
         auth.inner.limiter.clone(),
         auth.inner.usage.clone(),
         admission.permit,
-    );
-    req.extensions_mut().insert(meter);
-    next.run(req).await
+    )))
 }
 
 #[cfg(test)]

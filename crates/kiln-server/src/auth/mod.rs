@@ -18,6 +18,7 @@ pub use meter::UsageMeter;
 pub use quota::RateLimiter;
 pub use usage_log::UsageLog;
 
+use crate::metrics::Metrics;
 use axum::Router;
 use kiln_store::{KeyStore, StoreError};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,11 +46,18 @@ struct AuthInner {
     enforced: AtomicBool,
     limiter: Arc<RateLimiter>,
     usage: UsageLog,
+    /// Where refusals are counted, when set.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Auth {
-    /// Sets up auth over `store`; starts the usage writer task, so call it inside a Tokio runtime.
-    pub async fn new(store: KeyStore, config: AuthConfig) -> Result<Self, StoreError> {
+    /// Sets up auth over `store`, counting refusals (401, 429) in `metrics` when given; starts
+    /// the usage writer task, so call it inside a Tokio runtime.
+    pub async fn new(
+        store: KeyStore,
+        config: AuthConfig,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Self, StoreError> {
         let enforced = config.require_auth || store.has_keys().await?;
         Ok(Self {
             inner: Arc::new(AuthInner {
@@ -58,6 +66,7 @@ impl Auth {
                 config,
                 enforced: AtomicBool::new(enforced),
                 limiter: Arc::new(RateLimiter::default()),
+                metrics,
             }),
         })
     }
