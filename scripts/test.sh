@@ -26,6 +26,12 @@ if [ ! -x target/e2e-venv/bin/python ]; then
   target/e2e-venv/bin/pip install --quiet --disable-pip-version-check "openai==3.57.0"
 fi
 target/e2e-venv/bin/python scripts/e2e/openai_client.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
+target/e2e-venv/bin/python scripts/e2e/openai_auth.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
 
 echo "== cargo test"
+# The key-store tests run on SQLite and on a real PostgreSQL: start a private one when it is
+# installed (.ci/run installs it) and none is given.
+if [ -z "${KILN_TEST_POSTGRES_URL:-}" ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  source scripts/postgres-test-server.sh
+fi
 cargo test --release --workspace

@@ -40,6 +40,8 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Chat interactively with a GGUF chat model (`/reset` starts over, `/quit` leaves).
     Chat(ChatArgs),
+    /// Manage API keys: create, list, revoke, usage.
+    Keys(crate::args_keys::KeysArgs),
 }
 
 /// Sampling options of `generate` and `chat`.
@@ -163,6 +165,9 @@ pub struct ServeArgs {
     /// Model source options.
     #[command(flatten)]
     pub source: ModelArgs,
+    /// API-key options.
+    #[command(flatten)]
+    pub auth: crate::args_keys::AuthArgs,
 }
 
 /// `kiln embed`.

@@ -89,6 +89,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .thread_name("kiln-http")
         .build()?;
     runtime.block_on(async move {
+        let auth = crate::serve_auth::open(&args.auth, state.metrics.clone()).await?;
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -98,10 +99,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "listening on http://{local} (models: {})",
             state.models.names().join(", ")
         );
-        axum::serve(listener, kiln_server::router(state))
+        let app = crate::serve_auth::wrap(kiln_server::router(state), auth.as_ref());
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("serving HTTP")
+            .context("serving HTTP");
+        crate::serve_auth::flush(auth.as_ref()).await;
+        served
     })?;
     tracing::info!("stopped");
     Ok(())

@@ -2,13 +2,16 @@
 #![forbid(unsafe_code)]
 
 mod args;
+mod args_keys;
 mod cmd_embed;
 mod cmd_fetch;
 mod cmd_generate;
 mod cmd_inspect;
+mod cmd_keys;
 mod cmd_serve;
 mod model_source;
 mod progress;
+mod serve_auth;
 
 use clap::Parser;
 
@@ -22,6 +25,7 @@ fn main() -> std::process::ExitCode {
         args::Command::Inspect(a) => cmd_inspect::run(a),
         args::Command::Generate(a) => cmd_generate::run_generate(a),
         args::Command::Chat(a) => cmd_generate::run_chat(a),
+        args::Command::Keys(a) => cmd_keys::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`, streaming (SSE) or not.
 
+use crate::auth::UsageMeter;
 use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::registry::Engine;
@@ -170,6 +171,7 @@ fn message_text(content: MessageContent) -> Result<String, ApiError> {
 /// Handles `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
+    meter: UsageMeter,
     JsonBody(req): JsonBody<ChatCompletionRequest>,
 ) -> Result<Response, ApiError> {
     let engine = chat_engine(&state, &req.model, "/v1/chat/completions")?;
@@ -197,12 +199,13 @@ pub async fn chat_completions(
         .map_err(|e| ApiError::invalid(e.to_string()).with_param("messages"))?;
     let knobs = knobs!(req, max_tokens: req.max_completion_tokens.or(req.max_tokens), default_max: usize::MAX);
     let p = plan(engine, req.model, prompt, knobs)?;
-    run(p, Kind::Chat).await
+    run(p, Kind::Chat, meter).await
 }
 
 /// Handles `POST /v1/completions`.
 pub async fn completions(
     State(state): State<AppState>,
+    meter: UsageMeter,
     JsonBody(req): JsonBody<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     let engine = chat_engine(&state, &req.model, "/v1/completions")?;
@@ -220,7 +223,7 @@ pub async fn completions(
     // OpenAI's default for completions is 16 tokens.
     let knobs = knobs!(req, max_tokens: req.max_tokens, default_max: 16);
     let p = plan(engine, req.model, ids, knobs)?;
-    run(p, Kind::Completion).await
+    run(p, Kind::Completion, meter).await
 }
 
 #[derive(Clone, Copy)]
@@ -246,7 +249,8 @@ fn request_id(kind: Kind) -> String {
     format!("{prefix}-{:x}{n:06x}", unix_now())
 }
 
-async fn run(p: Plan, kind: Kind) -> Result<Response, ApiError> {
+async fn run(p: Plan, kind: Kind, meter: UsageMeter) -> Result<Response, ApiError> {
+    let prompt_tokens = p.prompt.len();
     let request = GenerationRequest {
         prompt: p.prompt,
         params: p.params,
@@ -254,11 +258,14 @@ async fn run(p: Plan, kind: Kind) -> Result<Response, ApiError> {
         stop: p.stop,
     };
     let rx = p.engine.submit(request)?;
+    // The prompt counts once accepted, even if the client leaves before the answer ends.
+    meter.add(prompt_tokens, 0);
     let meta = Meta {
         id: request_id(kind),
         created: unix_now(),
         model: p.model,
         kind,
+        meter,
     };
     if p.stream {
         Ok(stream(rx, meta, p.include_usage).into_response())
@@ -272,6 +279,9 @@ struct Meta {
     created: u64,
     model: String,
     kind: Kind,
+    /// Counts the tokens for the caller's API key; dropped (recording the usage) with the
+    /// response or, for a stream, when the stream ends or the client leaves.
+    meter: UsageMeter,
 }
 
 impl Meta {
@@ -311,6 +321,7 @@ async fn collect(
                 prompt_tokens,
                 completion_tokens,
             } => {
+                meta.meter.add(0, completion_tokens);
                 let usage = CompletionUsage {
                     prompt_tokens,
                     completion_tokens,
@@ -382,6 +393,7 @@ fn stream(
                         prompt_tokens,
                         completion_tokens,
                     }) => {
+                        meta.meter.add(0, completion_tokens);
                         let c = meta.chunk(None, None, Some(reason.as_str()));
                         let usage = CompletionUsage {
                             prompt_tokens,

@@ -1,5 +1,6 @@
 //! `POST /v1/embeddings` (OpenAI) and the embedding path shared with `/embed`.
 
+use crate::auth::UsageMeter;
 use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::registry::Engine;
@@ -92,6 +93,7 @@ fn tokenize_all(
 /// Handles `POST /v1/embeddings`.
 pub async fn create(
     State(state): State<AppState>,
+    meter: UsageMeter,
     JsonBody(req): JsonBody<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingsResponse>, ApiError> {
     let engine = match state.models.find(&req.model) {
@@ -126,6 +128,7 @@ pub async fn create(
         normalize,
     )
     .await?;
+    meter.add(out.tokens, 0);
     let data = out
         .vectors
         .into_iter()

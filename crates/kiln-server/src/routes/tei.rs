@@ -1,6 +1,7 @@
 //! `POST /embed` in text-embeddings-inference's shape.
 
 use super::embeddings::embed_texts;
+use crate::auth::UsageMeter;
 use crate::error::ApiError;
 use crate::json::JsonBody;
 use crate::schema::TeiEmbedRequest;
@@ -11,6 +12,7 @@ use axum::Json;
 /// Handles `POST /embed`: returns a JSON array of vectors.
 pub async fn embed(
     State(state): State<AppState>,
+    meter: UsageMeter,
     JsonBody(req): JsonBody<TeiEmbedRequest>,
 ) -> Result<Json<Vec<Vec<f32>>>, ApiError> {
     let engine = match &req.model {
@@ -29,5 +31,6 @@ pub async fn embed(
         req.normalize,
     )
     .await?;
+    meter.add(out.tokens, 0);
     Ok(Json(out.vectors))
 }
