@@ -164,6 +164,20 @@ fn gguf_in(dir: &Path) -> Option<PathBuf> {
     (found.len() == 1).then(|| found.remove(0))
 }
 
+/// Whether `dir` holds a Hugging Face causal language model (`config.json` naming a
+/// `...ForCausalLM` architecture).
+fn is_hf_decoder(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v["architectures"].as_array().cloned())
+        .is_some_and(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .any(|x| x.ends_with("ForCausalLM"))
+        })
+}
+
 /// Resolves `NAME=SPEC` or `SPEC`, fetching when needed and allowed.
 pub fn resolve(arg: &str, source: &ModelArgs) -> Result<ResolvedModel> {
     let (explicit, spec) = match arg.split_once('=') {
@@ -214,6 +228,8 @@ pub fn resolve(arg: &str, source: &ModelArgs) -> Result<ResolvedModel> {
         }
     } else if let Some(file) = gguf_in(&dir) {
         (file, ModelKind::Chat)
+    } else if is_hf_decoder(&dir) {
+        (dir, ModelKind::Chat)
     } else {
         (dir, ModelKind::Embedding)
     };

@@ -537,3 +537,28 @@ fn chat_requests_with_bad_fields_get_openai_errors() {
     );
     assert_eq!(s, 400);
 }
+
+#[test]
+fn generate_runs_a_safetensors_decoder_directory() {
+    // The tiny transformers-made Llama of kiln-core's tests: a directory with config.json
+    // naming LlamaForCausalLM is served as a chat model.
+    let dir = core_fixture("tiny-llama");
+    let out = kiln()
+        .args([
+            "generate",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "6",
+            "--stats",
+            "-m",
+        ])
+        .arg(&dir)
+        .arg("The kiln was")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("9 prompt tokens"), "{stderr}");
+    assert!(stderr.contains("6 tokens in"), "{stderr}");
+}

@@ -17,8 +17,11 @@ pub struct ChatModel {
 }
 
 impl ChatModel {
-    /// Loads a `.gguf` file.
+    /// Loads a `.gguf` file, or a Hugging Face decoder directory (see [`Self::load_hf`]).
     pub fn load(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            return Self::load_hf(path);
+        }
         let file = GgufFile::read(path)?;
         let tokenizer = GgufTokenizer::from_gguf(&file)?;
         let model = LlamaModel::load(&file)?;
@@ -44,6 +47,43 @@ impl ChatModel {
         };
         let template = source
             .map(|s| ChatTemplate::new(&s, &bos, &eos))
+            .transpose()?;
+        Ok(Self {
+            tokenizer,
+            model,
+            template,
+        })
+    }
+
+    /// Loads a Hugging Face decoder directory: `config.json`, `model.safetensors` (or
+    /// `pytorch_model.bin`), `tokenizer.json`, and the chat template from `chat_template.jinja`
+    /// or `tokenizer_config.json`.
+    pub fn load_hf(dir: &Path) -> Result<Self> {
+        let tokenizer = GgufTokenizer::from_hf_dir(dir)?;
+        let model = LlamaModel::load_hf(dir)?;
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(Error::weights(
+                dir,
+                "the tokenizer has more tokens than the model's embeddings",
+            ));
+        }
+        let jinja = dir.join("chat_template.jinja");
+        let source = if jinja.is_file() {
+            Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
+        } else {
+            let config = dir.join("tokenizer_config.json");
+            std::fs::read_to_string(&config)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .and_then(|v| v["chat_template"].as_str().map(str::to_string))
+        };
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token(i))
+                .unwrap_or("")
+                .to_string()
+        };
+        let template = source
+            .map(|s| ChatTemplate::new(&s, &text(tokenizer.bos), &text(tokenizer.eos)))
             .transpose()?;
         Ok(Self {
             tokenizer,

@@ -6,6 +6,7 @@
 use crate::error::{Error, Result};
 use crate::spm_tokenizer::{token_type, SpmTokenizer};
 use crate::weights::gguf::{GgufFile, MetaValue};
+use std::path::Path;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -23,6 +24,8 @@ enum Inner {
     Bpe(Box<Tokenizer>),
     /// SentencePiece pieces merged by score (`tokenizer.ggml.model = "llama"`).
     Spm(Box<SpmTokenizer>),
+    /// A Hugging Face `tokenizer.json`, whose post-processor adds BOS where the model wants it.
+    Hf(Box<Tokenizer>),
 }
 
 /// A GGUF model's tokenizer and its special tokens.
@@ -217,6 +220,61 @@ impl GgufTokenizer {
         SpmTokenizer::new(tokens.to_vec(), scores, types, add_space_prefix)
     }
 
+    /// Builds the tokenizer of a Hugging Face model directory: `tokenizer.json`, with BOS/EOS
+    /// from `tokenizer_config.json`, and stop tokens from EOS, `generation_config.json`'s
+    /// `eos_token_id` and the usual end-of-turn tokens.
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let inner = Tokenizer::from_file(&path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let n = inner.get_vocab_size(true);
+        let mut tokens = vec![String::new(); n];
+        for (t, id) in inner.get_vocab(true) {
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = t;
+            }
+        }
+        let read_json = |name: &str| -> Result<serde_json::Value> {
+            let p = dir.join(name);
+            match std::fs::read_to_string(&p) {
+                Ok(text) => serde_json::from_str(&text)
+                    .map_err(|e| Error::weights(&p, format!("invalid JSON: {e}"))),
+                Err(_) => Ok(serde_json::Value::Null),
+            }
+        };
+        let config = read_json("tokenizer_config.json")?;
+        let generation = read_json("generation_config.json")?;
+        let special = |key: &str| -> Option<u32> {
+            let v = &config[key];
+            let text = v.as_str().or_else(|| v["content"].as_str())?;
+            inner.token_to_id(text)
+        };
+        let (bos, eos) = (special("bos_token"), special("eos_token"));
+        let mut stop_tokens: Vec<u32> = eos.into_iter().collect();
+        match &generation["eos_token_id"] {
+            serde_json::Value::Number(x) => stop_tokens.extend(x.as_u64().map(|v| v as u32)),
+            serde_json::Value::Array(a) => {
+                stop_tokens.extend(a.iter().filter_map(|v| v.as_u64()).map(|v| v as u32))
+            }
+            _ => {}
+        }
+        for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"] {
+            stop_tokens.extend(inner.token_to_id(name));
+        }
+        stop_tokens.retain(|&t| (t as usize) < n);
+        stop_tokens.sort_unstable();
+        stop_tokens.dedup();
+        Ok(Self {
+            inner: Inner::Hf(Box::new(inner)),
+            tokens,
+            bos,
+            eos,
+            // The post-processor of tokenizer.json decides; prompts ask it to add specials.
+            add_bos: true,
+            stop_tokens,
+        })
+    }
+
     /// Number of tokens in the vocabulary.
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
@@ -242,6 +300,13 @@ impl GgufTokenizer {
                 ids.extend_from_slice(enc.get_ids());
             }
             Inner::Spm(t) => ids.extend(t.encode(text)),
+            Inner::Hf(t) => {
+                ids.clear();
+                let enc = t
+                    .encode_fast(text, add_bos)
+                    .map_err(|e| Error::Tokenizer(e.to_string()))?;
+                ids.extend_from_slice(enc.get_ids());
+            }
         }
         Ok(ids)
     }
@@ -253,6 +318,9 @@ impl GgufTokenizer {
                 .decode(ids, skip_special)
                 .map_err(|e| Error::Tokenizer(e.to_string())),
             Inner::Spm(t) => Ok(t.decode(ids, skip_special)),
+            Inner::Hf(t) => t
+                .decode(ids, skip_special)
+                .map_err(|e| Error::Tokenizer(e.to_string())),
         }
     }
 

@@ -16,8 +16,10 @@
 use crate::error::{Error, Result};
 use crate::weights::ggml::GgmlType;
 use crate::weights::gguf::{GgufFile, MetaValue};
+use crate::weights::TensorMap;
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear};
+use std::path::Path;
 
 /// A dense layer: ggml-quantized weights computed like llama.cpp (one part per stacked tensor,
 /// each in its own format), or `f32` weights.
@@ -110,6 +112,80 @@ impl Dense {
     }
 }
 
+/// Where a model's tensors come from; tensors are always named as in GGUF files.
+enum Weights<'a> {
+    Gguf(&'a GgufFile),
+    /// A Hugging Face checkpoint, whose names [`hf_name`] translates.
+    Hf(&'a TensorMap),
+}
+
+/// The Hugging Face (transformers) name of a GGUF tensor name of the Llama family.
+fn hf_name(gguf: &str) -> String {
+    match gguf {
+        "token_embd.weight" => return "model.embed_tokens.weight".into(),
+        "output_norm.weight" => return "model.norm.weight".into(),
+        "output.weight" => return "lm_head.weight".into(),
+        _ => {}
+    }
+    let Some(rest) = gguf.strip_prefix("blk.") else {
+        return gguf.into();
+    };
+    let mut it = rest.splitn(3, '.');
+    let (Some(layer), Some(part), Some(suffix)) = (it.next(), it.next(), it.next()) else {
+        return gguf.into();
+    };
+    let part = match part {
+        "attn_norm" => "input_layernorm",
+        "attn_q" => "self_attn.q_proj",
+        "attn_k" => "self_attn.k_proj",
+        "attn_v" => "self_attn.v_proj",
+        "attn_output" => "self_attn.o_proj",
+        "ffn_norm" => "post_attention_layernorm",
+        "ffn_gate" => "mlp.gate_proj",
+        "ffn_up" => "mlp.up_proj",
+        "ffn_down" => "mlp.down_proj",
+        other => other,
+    };
+    format!("model.layers.{layer}.{part}.{suffix}")
+}
+
+impl Weights<'_> {
+    fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        match self {
+            Weights::Gguf(f) => f.f32(name, shape),
+            Weights::Hf(m) => m.f32(&hf_name(name), shape),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self {
+            Weights::Gguf(f) => f.tensor(name).is_some(),
+            Weights::Hf(m) => m.contains(&hf_name(name)),
+        }
+    }
+
+    fn dense(&self, names: &[String], outs: &[usize], inp: usize) -> Result<Dense> {
+        match self {
+            Weights::Gguf(f) => Dense::load(f, names, outs, inp),
+            Weights::Hf(_) => {
+                let layers = names
+                    .iter()
+                    .zip(outs)
+                    .map(|(name, &out)| {
+                        Ok(Linear::from_torch(
+                            &self.f32(name, &[out, inp])?,
+                            None,
+                            out,
+                            inp,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(Dense::F32(Linear::concat(&layers)))
+            }
+        }
+    }
+}
+
 /// The decoder architectures kiln runs, from `general.architecture`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -168,6 +244,12 @@ pub struct LlamaConfig {
     pub sliding_window: Option<(usize, f32)>,
     /// Longest context the model was trained for.
     pub context_length: usize,
+    /// Whether RoPE rotates the two halves of each head (NeoX, Hugging Face layout) rather than
+    /// consecutive pairs (the layout GGUF converters give `llama` weights).
+    pub rope_neox: bool,
+    /// Whether the KV cache and the queries meeting it are rounded to `f16`, as llama.cpp does
+    /// (GGUF models); SafeTensors models compute in `f32` throughout, as transformers does.
+    pub f16_kv: bool,
 }
 
 fn meta_usize(f: &GgufFile, key: &str) -> Result<usize> {
@@ -283,7 +365,80 @@ impl LlamaConfig {
             rope_scale,
             sliding_window,
             context_length: meta_usize(f, &k("context_length"))?,
+            rope_neox: family.neox_rope(),
+            f16_kv: true,
             arch,
+        })
+    }
+
+    /// Reads a Hugging Face `config.json` of a `llama`, `mistral` or `qwen2` model.
+    pub fn from_hf_config(path: &Path, json: &serde_json::Value) -> Result<Self> {
+        let model_type = json["model_type"].as_str().unwrap_or("");
+        let family = match model_type {
+            "llama" | "mistral" => Family::Llama,
+            "qwen2" => Family::Qwen2,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "{}: model_type `{other}` from SafeTensors (kiln reads `llama`, `mistral` and `qwen2` checkpoints)",
+                    path.display()
+                )))
+            }
+        };
+        let get = |key: &str| -> Result<usize> {
+            json[key]
+                .as_u64()
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v > 0 && v < 1 << 24)
+                .ok_or_else(|| Error::weights(path, format!("`{key}` is missing or invalid")))
+        };
+        let hidden = get("hidden_size")?;
+        let heads = get("num_attention_heads")?;
+        let kv_heads = get("num_key_value_heads").unwrap_or(heads);
+        let head_dim = match json.get("head_dim").filter(|v| !v.is_null()) {
+            Some(_) => get("head_dim")?,
+            None if hidden % heads == 0 => hidden / heads,
+            None => return Err(Error::weights(path, "heads do not divide the hidden size")),
+        };
+        if heads % kv_heads != 0 || head_dim % 2 != 0 {
+            return Err(Error::weights(
+                path,
+                format!("{heads} heads, {kv_heads} KV heads and head width {head_dim} do not fit"),
+            ));
+        }
+        let rope_base = json["rope_theta"]
+            .as_f64()
+            .or_else(|| json["rope_parameters"]["rope_theta"].as_f64())
+            .unwrap_or(10_000.0) as f32;
+        let scaling = json
+            .get("rope_scaling")
+            .filter(|v| !v.is_null())
+            .or_else(|| json.get("rope_parameters"))
+            .and_then(|v| v.get("rope_type").or_else(|| v.get("type")))
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("default");
+        if scaling != "default" {
+            return Err(Error::Unsupported(format!(
+                "{}: RoPE scaling `{scaling}`",
+                path.display()
+            )));
+        }
+        Ok(Self {
+            arch: model_type.to_string(),
+            family,
+            vocab_size: get("vocab_size")?,
+            hidden,
+            layers: get("num_hidden_layers")?,
+            heads,
+            kv_heads,
+            head_dim,
+            ffn: get("intermediate_size")?,
+            rms_eps: json["rms_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
+            rope_base,
+            rope_scale: 1.0,
+            sliding_window: None,
+            context_length: get("max_position_embeddings")?,
+            rope_neox: true,
+            f16_kv: false,
         })
     }
 
@@ -401,7 +556,29 @@ impl KvCache {
 impl LlamaModel {
     /// Builds the model from a GGUF file, checking every tensor's shape.
     pub fn load(f: &GgufFile) -> Result<Self> {
-        let c = LlamaConfig::from_gguf(f)?;
+        Self::build(LlamaConfig::from_gguf(f)?, Weights::Gguf(f))
+    }
+
+    /// Builds the model from a Hugging Face directory: `config.json` and `model.safetensors`
+    /// (or `pytorch_model.bin`), weights in `f32`/`f16`/`bf16`.
+    pub fn load_hf(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::weights(&config_path, format!("invalid JSON: {e}")))?;
+        let c = LlamaConfig::from_hf_config(&config_path, &json)?;
+        let weights = ["model.safetensors", "pytorch_model.bin"]
+            .iter()
+            .map(|f| dir.join(f))
+            .find(|p| p.is_file())
+            .ok_or_else(|| {
+                Error::weights(dir, "no model.safetensors or pytorch_model.bin (sharded checkpoints are not supported yet)")
+            })?;
+        let map = TensorMap::load(&weights)?;
+        Self::build(c, Weights::Hf(&map))
+    }
+
+    fn build(c: LlamaConfig, f: Weights<'_>) -> Result<Self> {
         let (h, q_w, kv_w) = (c.hidden, c.q_width(), c.kv_width());
         let mut blocks = Vec::with_capacity(c.layers);
         for l in 0..c.layers {
@@ -427,28 +604,27 @@ impl LlamaModel {
             };
             blocks.push(Block {
                 attn_norm: f.f32(&t("attn_norm"), &[h])?,
-                qkv: Dense::load(
-                    f,
+                qkv: f.dense(
                     &[t("attn_q"), t("attn_k"), t("attn_v")],
                     &[q_w, kv_w, kv_w],
                     h,
                 )?,
                 qkv_bias,
-                attn_output: Dense::load(f, &[t("attn_output")], &[h], q_w)?,
+                attn_output: f.dense(&[t("attn_output")], &[h], q_w)?,
                 ffn_norm: f.f32(&t("ffn_norm"), &[h])?,
-                gate_up: Dense::load(f, &[t("ffn_gate"), t("ffn_up")], &[c.ffn, c.ffn], h)?,
-                down: Dense::load(f, &[t("ffn_down")], &[h], c.ffn)?,
+                gate_up: f.dense(&[t("ffn_gate"), t("ffn_up")], &[c.ffn, c.ffn], h)?,
+                down: f.dense(&[t("ffn_down")], &[h], c.ffn)?,
                 extra,
             });
         }
         // Models with tied embeddings have no separate output matrix.
-        let tied = f.tensor("output.weight").is_none();
+        let tied = !f.has("output.weight");
         let output_name = if tied {
             "token_embd.weight"
         } else {
             "output.weight"
         };
-        let output = Dense::load(f, &[output_name.to_string()], &[c.vocab_size], h)?;
+        let output = f.dense(&[output_name.to_string()], &[c.vocab_size], h)?;
         // A tied, quantized output matrix doubles as the embedding table: rows are dequantized
         // on lookup exactly as a separate table would hold them, without a second copy.
         let embeddings = if tied && matches!(output, Dense::Quant(_)) {
@@ -595,8 +771,10 @@ impl LlamaModel {
                     }
                 }
                 // llama.cpp keeps the KV cache (and the query it meets) in f16.
-                for v in row.iter_mut() {
-                    *v = round_to_f16(*v);
+                if c.f16_kv {
+                    for v in row.iter_mut() {
+                        *v = round_to_f16(*v);
+                    }
                 }
             }
             let mut row0 = 0;
@@ -705,7 +883,7 @@ impl Rope {
             sin,
             half,
             head_dim: c.head_dim,
-            neox: c.family.neox_rope(),
+            neox: c.rope_neox,
         }
     }
 
@@ -822,7 +1000,11 @@ fn causal_attention(
                 let p = first + i;
                 let v = &values[p * kv_w + kvh * d..p * kv_w + (kvh + 1) * d];
                 // llama.cpp multiplies the f16 values by f16-rounded probabilities.
-                let s = round_to_f16(s * inv);
+                let s = if c.f16_kv {
+                    round_to_f16(s * inv)
+                } else {
+                    s * inv
+                };
                 for (ov, vv) in o.iter_mut().zip(v) {
                     *ov += s * vv;
                 }

@@ -1,0 +1,116 @@
+//! A Llama decoder from a Hugging Face SafeTensors checkpoint (config.json, model.safetensors,
+//! tokenizer.json, chat_template.jinja), against transformers' own outputs for it.
+//!
+//! No real SafeTensors decoder can be fetched here (shared/MODELS.md), so
+//! `scripts/reference/make_tiny_llama.py` made a tiny one with transformers 5.24 (2 layers,
+//! grouped-query attention, random weights, a byte-level BPE tokenizer trained for it) and
+//! recorded transformers' tokenization, chat rendering, float32 logits and greedy tokens.
+
+use kiln_core::chat_template::ChatMessage;
+use kiln_core::ChatModel;
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama")
+}
+
+fn reference() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(dir().join("reference.json")).unwrap()).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn config_and_tokenizer_come_from_the_checkpoint() {
+    let m = ChatModel::load(&dir()).unwrap();
+    let c = m.model.config();
+    assert_eq!(
+        (c.arch.as_str(), c.layers, c.hidden, c.heads, c.kv_heads),
+        ("llama", 2, 64, 4, 2)
+    );
+    assert!(c.rope_neox && !c.f16_kv);
+    assert!(m.tokenizer.is_stop(1), "</s> ends generation");
+    for case in reference()["tokenization"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        let want = ids(&case["ids"]);
+        assert_eq!(m.encode_prompt(text).unwrap(), want, "{text:?}");
+        assert_eq!(
+            m.tokenizer.decode(&want, false).unwrap(),
+            case["decoded"].as_str().unwrap()
+        );
+    }
+    for chat in reference()["chats"].as_array().unwrap() {
+        let messages: Vec<ChatMessage> = serde_json::from_value(chat["messages"].clone()).unwrap();
+        assert_eq!(
+            m.render_chat(&messages).unwrap(),
+            chat["rendered"].as_str().unwrap()
+        );
+        assert_eq!(m.encode_chat(&messages).unwrap(), ids(&chat["prompt_ids"]));
+    }
+}
+
+#[test]
+fn logits_and_greedy_tokens_match_transformers() {
+    let m = ChatModel::load(&dir()).unwrap();
+    let mut worst = 0.0f64;
+    for item in reference()["completions"].as_array().unwrap() {
+        let prompt = ids(&item["prompt_ids"]);
+        let generated = ids(&item["generated_ids"]);
+        let mut cache = m.model.new_cache(prompt.len() + generated.len());
+        let mut logits = m.model.forward(&prompt, &mut cache).unwrap();
+        for (step, want_logits) in item["logits"].as_array().unwrap().iter().enumerate() {
+            let want: Vec<f64> = want_logits
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            assert_eq!(want.len(), logits.len());
+            for (g, w) in logits.iter().zip(&want) {
+                worst = worst.max((*g as f64 - w).abs());
+            }
+            let argmax = logits
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .unwrap()
+                .0 as u32;
+            assert_eq!(argmax, generated[step], "{} step {step}", item["name"]);
+            if step + 1 < generated.len() {
+                logits = m.model.forward(&[generated[step]], &mut cache).unwrap();
+            }
+        }
+    }
+    eprintln!("largest logit difference from transformers: {worst:.2e}");
+    assert!(worst < 1e-3, "logits differ from transformers by {worst}");
+}
+
+#[test]
+fn unsupported_checkpoints_are_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(dir().join(f), tmp.path().join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(dir().join("config.json")).unwrap();
+    std::fs::write(
+        tmp.path().join("config.json"),
+        config.replace("\"llama\"", "\"gpt_neox\""),
+    )
+    .unwrap();
+    let err = ChatModel::load(tmp.path()).err().unwrap().to_string();
+    assert!(err.contains("gpt_neox"), "{err}");
+    std::fs::write(
+        tmp.path().join("config.json"),
+        config.replace("\"hidden_size\": 64", "\"hidden_size\": 48"),
+    )
+    .unwrap();
+    let err = ChatModel::load(tmp.path()).err().unwrap().to_string();
+    assert!(err.contains("shape") || err.contains("expected"), "{err}");
+}
