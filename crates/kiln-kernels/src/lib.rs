@@ -15,3 +15,4 @@ pub mod quant;
 pub mod quant_blocks;
 #[cfg(target_arch = "x86_64")]
 mod quant_vnni;
+pub mod vector;

@@ -255,7 +255,17 @@ impl QuantLinear {
             .collect();
         let inputs = Inputs::new(self.format, &quantized);
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
-        if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
+        if rows == 1 && 2 * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
+            // One row: each chunk of output columns is a contiguous slice of `out`.
+            let chunk = n.div_ceil(threads() * 4).max(1);
+            out.par_chunks_mut(chunk).enumerate().for_each(|(c, part)| {
+                for (i, slot) in part.iter_mut().enumerate() {
+                    let o = c * chunk + i;
+                    let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
+                    dot_rows(self.format, w, &inputs, |_, v| *slot = v);
+                }
+            });
+        } else if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
             // Output columns are split into chunks; each chunk writes its own columns.
             let chunk = n.div_ceil(threads() * 4).max(1);
             let parts: Vec<(usize, Vec<f32>)> = (0..n)
@@ -348,7 +358,7 @@ impl<'a> Inputs<'a> {
 }
 
 /// Dot products of one weight row with every quantized input row, handed to `put(row, value)`.
-/// With AVX-512 VNNI, a weight block is unpacked once for up to four rows.
+/// With AVX-512 VNNI, a weight block is unpacked once for up to eight rows.
 fn dot_rows(format: QuantFormat, w: &[u8], xs: &Inputs<'_>, mut put: impl FnMut(usize, f32)) {
     #[cfg(target_arch = "x86_64")]
     if let Some(rows) = &xs.vnni {
@@ -357,7 +367,7 @@ fn dot_rows(format: QuantFormat, w: &[u8], xs: &Inputs<'_>, mut put: impl FnMut(
         macro_rules! in_chunks {
             ($refs:expr, $kernel:ident) => {{
                 let mut r0 = 0;
-                for chunk in $refs.chunks(4) {
+                for chunk in $refs.chunks(8) {
                     macro_rules! run {
                         ($n:literal) => {{
                             let rows = std::array::from_fn::<_, $n, _>(|i| chunk[i]);
@@ -372,6 +382,10 @@ fn dot_rows(format: QuantFormat, w: &[u8], xs: &Inputs<'_>, mut put: impl FnMut(
                         }};
                     }
                     match chunk.len() {
+                        8 => run!(8),
+                        7 => run!(7),
+                        6 => run!(6),
+                        5 => run!(5),
                         4 => run!(4),
                         3 => run!(3),
                         2 => run!(2),
@@ -659,7 +673,7 @@ mod tests {
     }
 
     /// `dot_rows` (the AVX-512 VNNI multi-row kernels where the CPU has them) against the
-    /// plain dot products, for every format and 1 to 7 rows.
+    /// plain dot products, for every format and 1 to 10 rows.
     #[test]
     fn multi_row_dots_match_the_scalar_dots() {
         let k = 512;
@@ -672,7 +686,7 @@ mod tests {
             QuantFormat::Q6K,
         ] {
             let w = random_blocks(format, k / format.block_len(), 7);
-            for rows in 1..=7 {
+            for rows in 1..=10 {
                 let acts: Vec<Activations> = (0..rows)
                     .map(|r| {
                         let x: Vec<f32> = (0..k)

@@ -1,7 +1,7 @@
 //! AVX-512 VNNI kernels for Q4_1 and Q8_0 weights: `vpdpbusd` multiplies unsigned by signed
 //! bytes and sums each four products into a 32-bit lane in one instruction (the AVX2 kernels
 //! need `vpmaddubsw` + `vpmaddwd`), the f16 scales are converted by F16C, and one weight
-//! block, unpacked once, is multiplied with up to four activation rows: batched decoding
+//! block, unpacked once, is multiplied with up to eight activation rows: batched decoding
 //! reads each weight once for all the sequences of a step.
 //!
 //! The integer block sums are exactly the AVX2 kernels' (no product pair can saturate: 4-bit

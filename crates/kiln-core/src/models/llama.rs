@@ -19,6 +19,7 @@ use crate::weights::gguf::{GgufFile, MetaValue};
 use crate::weights::TensorMap;
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear};
+use kiln_kernels::vector;
 use std::path::Path;
 
 /// A dense layer: ggml-quantized weights computed like llama.cpp (one part per stacked tensor,
@@ -984,7 +985,7 @@ fn causal_attention(
             scores.clear();
             scores.extend((first..=pos).map(|p| {
                 let k = &keys[p * kv_w + kvh * d..p * kv_w + (kvh + 1) * d];
-                q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale
+                vector::dot(q, k) * scale
             }));
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0.0f64;
@@ -1005,9 +1006,7 @@ fn causal_attention(
                 } else {
                     s * inv
                 };
-                for (ov, vv) in o.iter_mut().zip(v) {
-                    *ov += s * vv;
-                }
+                vector::axpy(o, s, v);
             }
         }
     }
