@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// Most KV-cache positions a chat model reserves over all running sequences.
     #[arg(long, default_value_t = 65_536)]
     pub max_kv_tokens: usize,
+    /// KV-cache positions a chat model keeps from finished requests so that prompts sharing a
+    /// prefix (a system prompt, earlier chat turns) skip prefilling it; 0 turns reuse off.
+    #[arg(long, default_value_t = 4096)]
+    pub prefix_cache_tokens: usize,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

@@ -22,6 +22,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_sequences: args.max_sequences,
         max_kv_tokens: args.max_kv_tokens,
         max_queue: args.max_queue,
+        prefix_cache_tokens: args.prefix_cache_tokens,
         ..GenerationConfig::default()
     };
     for spec in &args.models {

@@ -3,8 +3,10 @@
 //! Every step runs one batched forward pass over all active sequences: each decoding sequence
 //! contributes its last token, each prefilling sequence a chunk of its prompt (so a long prompt
 //! never stalls running streams for long). Sequences join between steps when a slot and KV
-//! budget are free, and leave when they finish or their client goes away.
+//! budget are free, and leave when they finish or their client goes away. A prompt that shares
+//! a prefix with an earlier sequence starts from that sequence's KV cache ([`PrefixCache`]).
 
+use crate::prefix_cache::PrefixCache;
 use crate::queue::BoundedQueue;
 use crate::EngineError;
 use kiln_core::models::llama::{KvCache, SequenceStep};
@@ -26,6 +28,8 @@ pub struct GenerationConfig {
     pub prefill_chunk: usize,
     /// Most requests waiting for a slot; beyond it submissions are refused.
     pub max_queue: usize,
+    /// KV positions kept from finished sequences for prompt-prefix reuse (0 turns reuse off).
+    pub prefix_cache_tokens: usize,
 }
 
 impl Default for GenerationConfig {
@@ -35,6 +39,7 @@ impl Default for GenerationConfig {
             max_kv_tokens: 65_536,
             prefill_chunk: 256,
             max_queue: 64,
+            prefix_cache_tokens: 4096,
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct GenerationEngine {
     model: Arc<ChatModel>,
     queue: Arc<BoundedQueue<Job>>,
     running: Arc<AtomicUsize>,
+    reused: Arc<AtomicUsize>,
     config: GenerationConfig,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -111,16 +117,18 @@ impl GenerationEngine {
         let model = Arc::new(model);
         let queue = Arc::new(BoundedQueue::new(config.max_queue.max(1)));
         let running = Arc::new(AtomicUsize::new(0));
+        let reused = Arc::new(AtomicUsize::new(0));
         let worker = {
-            let (model, queue, config, running) = (
+            let (model, queue, config, running, reused) = (
                 model.clone(),
                 queue.clone(),
                 config.clone(),
                 running.clone(),
+                reused.clone(),
             );
             std::thread::Builder::new()
                 .name(format!("kiln-gen-{name}"))
-                .spawn(move || Scheduler::new(&model, &config, &running).run(&queue))
+                .spawn(move || Scheduler::new(&model, &config, &running, &reused).run(&queue))
                 .expect("spawning the generation thread")
         };
         Self {
@@ -128,6 +136,7 @@ impl GenerationEngine {
             model,
             queue,
             running,
+            reused,
             config,
             worker: Some(worker),
         }
@@ -159,6 +168,11 @@ impl GenerationEngine {
     /// Sequences being prefilled or decoded.
     pub fn running_sequences(&self) -> usize {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// Prompt tokens taken from the prefix cache instead of being prefilled, since the start.
+    pub fn reused_prompt_tokens(&self) -> usize {
+        self.reused.load(Ordering::Relaxed)
     }
 
     /// Queues a request; events arrive on the returned channel. Dropping the receiver cancels it.
@@ -210,17 +224,45 @@ struct Scheduler<'a> {
     reserved: usize,
     /// Published `running.len()`.
     count: &'a AtomicUsize,
+    /// Caches of finished sequences, for prompts that share their prefix.
+    prefix: PrefixCache,
+    /// Published total of prompt tokens reused.
+    reused: &'a AtomicUsize,
 }
 
 impl<'a> Scheduler<'a> {
-    fn new(model: &'a ChatModel, config: &'a GenerationConfig, count: &'a AtomicUsize) -> Self {
+    fn new(
+        model: &'a ChatModel,
+        config: &'a GenerationConfig,
+        count: &'a AtomicUsize,
+        reused: &'a AtomicUsize,
+    ) -> Self {
         Self {
             model,
             config,
             running: Vec::new(),
             reserved: 0,
             count,
+            prefix: PrefixCache::new(config.prefix_cache_tokens),
+            reused,
         }
+    }
+
+    /// Keeps a sequence's cache for later prompts that share its tokens.
+    fn retire(&mut self, s: Sequence) {
+        if self.config.prefix_cache_tokens == 0 {
+            return;
+        }
+        let tokens: Vec<u32> = s
+            .job
+            .request
+            .prompt
+            .iter()
+            .chain(&s.generated)
+            .copied()
+            .take(s.cache.len())
+            .collect();
+        self.prefix.insert(tokens, s.cache);
     }
 
     fn run(mut self, queue: &BoundedQueue<Job>) {
@@ -249,7 +291,13 @@ impl<'a> Scheduler<'a> {
                 }
             }
             // A client that went away frees its slot here, before the next step.
-            self.running.retain(|s| !s.job.events.is_closed());
+            let (gone, kept): (Vec<Sequence>, Vec<Sequence>) = std::mem::take(&mut self.running)
+                .into_iter()
+                .partition(|s| s.job.events.is_closed());
+            self.running = kept;
+            for s in gone {
+                self.retire(s);
+            }
             self.reserved = self.running.iter().map(|s| s.reserved).sum();
             self.count.store(self.running.len(), Ordering::Relaxed);
             if !self.running.is_empty() {
@@ -277,11 +325,19 @@ impl<'a> Scheduler<'a> {
         let reserved = reservation(r).min(max);
         let sampler = Sampler::new(r.params.clone());
         self.reserved += reserved;
+        let (prefilled, cache) = match self.prefix.lookup(&r.prompt) {
+            Some((shared, mut cache)) => {
+                cache.set_capacity(reserved);
+                self.reused.fetch_add(shared, Ordering::Relaxed);
+                (shared, cache)
+            }
+            None => (0, self.model.model.new_cache(reserved)),
+        };
         self.running.push(Sequence {
-            cache: self.model.model.new_cache(reserved),
+            cache,
             job,
             sampler,
-            prefilled: 0,
+            prefilled,
             generated: Vec::new(),
             emitted_bytes: 0,
             reserved,
@@ -346,6 +402,7 @@ impl<'a> Scheduler<'a> {
         for i in finished.into_iter().rev() {
             let s = self.running.swap_remove(i);
             self.reserved -= s.reserved;
+            self.retire(s);
         }
         tracing::trace!(
             sequences = inputs.len(),

@@ -10,6 +10,7 @@
 pub mod embedding;
 pub mod generation;
 pub mod observer;
+pub mod prefix_cache;
 pub mod queue;
 
 pub use embedding::{EmbeddingEngine, EngineConfig, EngineError, PendingEmbeddings};

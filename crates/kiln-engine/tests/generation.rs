@@ -149,3 +149,46 @@ fn greedy_text_is_the_same_alone_and_in_a_batch() {
     let together: Vec<String> = receivers.into_iter().map(|rx| collect(rx).0).collect();
     assert_eq!(alone, together);
 }
+
+#[test]
+fn a_shared_prompt_prefix_is_reused_without_changing_the_text() {
+    let prefix = "You are a helpful assistant who knows a lot about pottery, kilns and glazes. \
+                  Answer in two sentences.\n";
+    let prompts = [
+        format!("{prefix}Question: what is a kiln?\nAnswer:"),
+        format!("{prefix}Question: what is a glaze?\nAnswer:"),
+        format!("{prefix}Question: what is a glaze?\nAnswer:"),
+    ];
+    let run = |cache_tokens: usize| {
+        let engine = GenerationEngine::start(
+            "smol",
+            model(),
+            GenerationConfig {
+                prefix_cache_tokens: cache_tokens,
+                ..GenerationConfig::default()
+            },
+        );
+        let texts: Vec<String> = prompts
+            .iter()
+            .map(|p| collect(engine.submit(request(&engine, p, 24, &[])).unwrap()).0)
+            .collect();
+        (texts, engine.reused_prompt_tokens(), engine)
+    };
+    let (plain, plain_reused, _) = run(0);
+    let (cached, reused, engine) = run(4096);
+    assert_eq!(plain_reused, 0, "reuse is off");
+    assert_eq!(
+        cached, plain,
+        "reusing a prefix must not change greedy text"
+    );
+    let ids = |p: &str| engine.model().encode_prompt(p).unwrap();
+    let shared = ids(&prompts[0])
+        .iter()
+        .zip(&ids(&prompts[1]))
+        .take_while(|(a, b)| a == b)
+        .count();
+    // The second prompt reuses the shared prefix; the third, identical to the second, reuses
+    // all but its last token.
+    assert_eq!(reused, shared + ids(&prompts[2]).len() - 1);
+    assert!(shared > 20, "the prefix is {shared} tokens");
+}

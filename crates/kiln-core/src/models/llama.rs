@@ -544,6 +544,23 @@ impl KvCache {
         }
     }
 
+    /// Keeps only the first `len` positions (a shared prompt prefix, for reuse).
+    pub fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        for v in self.keys.iter_mut().chain(&mut self.values) {
+            let width = v.len() / self.len;
+            v.truncate(len * width);
+        }
+        self.len = len;
+    }
+
+    /// Sets the most positions this cache may hold (at least its current length).
+    pub fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity.max(self.len);
+    }
+
     /// Bytes held by the cached keys and values.
     pub fn bytes(&self) -> usize {
         self.keys
