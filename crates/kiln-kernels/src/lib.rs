@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod attention;
+pub mod causal_attention;
 pub mod cpu;
 pub mod linear;
 pub mod norm;
@@ -15,4 +16,3 @@ pub mod quant;
 pub mod quant_blocks;
 #[cfg(target_arch = "x86_64")]
 mod quant_vnni;
-pub mod vector;

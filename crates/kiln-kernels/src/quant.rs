@@ -113,9 +113,21 @@ pub fn f32_to_half(x: f32) -> u16 {
     sign | (half + round as u32) as u16
 }
 
-/// Rounds to the nearest value representable in f16 (the precision of llama.cpp's KV cache).
+/// Rounds to the nearest value representable in f16, ties to even (the precision of
+/// llama.cpp's KV cache). Branch-light so loops over it vectorize: f16 subnormals are
+/// multiples of 2^-24, which adding and removing 0.5 rounds to; normal values keep 10 mantissa
+/// bits, rounded on the bit pattern; the rest (overflow, NaN) takes the exact conversion.
+#[inline]
 pub fn round_to_f16(x: f32) -> f32 {
-    half_to_f32(f32_to_half(x))
+    let a = x.abs();
+    if a < 6.103_515_6e-5 {
+        ((a + 0.5) - 0.5).copysign(x)
+    } else if a < 65504.0 {
+        let b = x.to_bits();
+        f32::from_bits((b + 0x0fff + ((b >> 13) & 1)) & !0x1fff)
+    } else {
+        half_to_f32(f32_to_half(x))
+    }
 }
 
 /// One input row quantized for a weight format: Q8_0/Q8_1 blocks of 32, or Q8_K blocks of 256.
@@ -579,6 +591,45 @@ crate::cpu::multiversion! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_f16_rounding_equals_the_exact_conversion() {
+        let mut s = 0x9e37_79b9u32;
+        let mut check = |x: f32| {
+            let want = half_to_f32(f32_to_half(x));
+            let got = round_to_f16(x);
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{x:e} ({:#x}): {got:e} vs {want:e}",
+                x.to_bits()
+            );
+        };
+        for _ in 0..2_000_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            check(f32::from_bits(s));
+        }
+        for x in [
+            0.0,
+            -0.0,
+            1.0,
+            65504.0,
+            65519.0,
+            65520.0,
+            6.1e-5,
+            6.103_515_6e-5,
+            5.96e-8,
+            2.98e-8,
+            1e-30,
+        ] {
+            check(x);
+            check(-x);
+        }
+        for i in 0..100_000u32 {
+            check(i as f32 / 100_000.0);
+        }
+    }
 
     #[test]
     fn half_conversions_round_trip_and_round_to_even() {

@@ -17,9 +17,9 @@ use crate::error::{Error, Result};
 use crate::weights::ggml::GgmlType;
 use crate::weights::gguf::{GgufFile, MetaValue};
 use crate::weights::TensorMap;
+use kiln_kernels::causal_attention::{causal_cached, CausalShape};
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear};
-use kiln_kernels::vector;
 use std::path::Path;
 
 /// A dense layer: ggml-quantized weights computed like llama.cpp (one part per stacked tensor,
@@ -804,15 +804,22 @@ impl LlamaModel {
                     s.cache.keys[l].extend_from_slice(&row[q_w..q_w + kv_w]);
                     s.cache.values[l].extend_from_slice(&row[q_w + kv_w..]);
                 }
-                causal_attention(
+                let shape = CausalShape {
+                    heads: c.heads,
+                    kv_heads: c.kv_heads,
+                    head_dim: c.head_dim,
+                    window,
+                    scale: score_scale,
+                    // llama.cpp multiplies the f16 values by f16-rounded probabilities.
+                    f16_probs: c.f16_kv,
+                };
+                causal_cached(
+                    &shape,
                     seq_qkv,
                     w,
                     &s.cache.keys[l],
                     &s.cache.values[l],
                     start,
-                    window,
-                    score_scale,
-                    c,
                     &mut attn[row0 * q_w..(row0 + n) * q_w],
                 );
                 row0 += n;
@@ -974,57 +981,4 @@ fn gelu_like_ggml(x: f32) -> f32 {
 fn gelu_f16(x: f32) -> f32 {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     round_to_f16(0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044715 * x * x)).tanh()))
-}
-
-/// Attention of the new rows (queries in `qkv`, row width `w`) over the cached positions each
-/// may see: all earlier ones, or the last `window` with a sliding window.
-#[allow(clippy::too_many_arguments)]
-fn causal_attention(
-    qkv: &[f32],
-    w: usize,
-    keys: &[f32],
-    values: &[f32],
-    start: usize,
-    window: Option<usize>,
-    scale: f32,
-    c: &LlamaConfig,
-    out: &mut [f32],
-) {
-    let (d, kv_w, q_w) = (c.head_dim, c.kv_width(), c.q_width());
-    let group = c.heads / c.kv_heads;
-    let mut scores = Vec::new();
-    for (r, row) in qkv.chunks_exact(w).enumerate() {
-        let pos = start + r;
-        let first = window.map_or(0, |win| (pos + 1).saturating_sub(win));
-        for head in 0..c.heads {
-            let kvh = head / group;
-            let q = &row[head * d..(head + 1) * d];
-            scores.clear();
-            scores.extend((first..=pos).map(|p| {
-                let k = &keys[p * kv_w + kvh * d..p * kv_w + (kvh + 1) * d];
-                vector::dot(q, k) * scale
-            }));
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f64;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s as f64;
-            }
-            // ggml scales by the reciprocal of the f64 sum, rounded to f32.
-            let inv = (1.0 / sum) as f32;
-            let o = &mut out[r * q_w + head * d..r * q_w + (head + 1) * d];
-            o.fill(0.0);
-            for (i, &s) in scores.iter().enumerate() {
-                let p = first + i;
-                let v = &values[p * kv_w + kvh * d..p * kv_w + (kvh + 1) * d];
-                // llama.cpp multiplies the f16 values by f16-rounded probabilities.
-                let s = if c.f16_kv {
-                    round_to_f16(s * inv)
-                } else {
-                    s * inv
-                };
-                vector::axpy(o, s, v);
-            }
-        }
-    }
 }

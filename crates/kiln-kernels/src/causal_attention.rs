@@ -1,0 +1,193 @@
+//! Causal attention of a decoder's new rows over one sequence's KV cache: grouped-query heads,
+//! an optional sliding window, softmax as ggml computes it (`f64` sum, `f32` reciprocal), and
+//! optionally probabilities rounded to `f16` before they meet the values (llama.cpp's
+//! arithmetic for an `f16` cache). Rows are independent and split over threads when the work
+//! is large (long prompts).
+
+use crate::parallel::PARALLEL_FLOP_THRESHOLD;
+use crate::quant::round_to_f16;
+use rayon::prelude::*;
+
+/// Shape and arithmetic of a cached causal attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct CausalShape {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (each serves `heads / kv_heads` query heads).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Each row sees at most this many latest positions (itself included), if set.
+    pub window: Option<usize>,
+    /// Factor applied to every query-key product.
+    pub scale: f32,
+    /// Round probabilities to `f16` before weighting the values.
+    pub f16_probs: bool,
+}
+
+/// Attention of `rows` new rows whose queries start each `q_stride`-wide row of `queries`,
+/// at positions `start..start + rows`, over `keys`/`values` (`kv_heads * head_dim` per
+/// position, all positions up to the last row already written). Writes `[rows, heads *
+/// head_dim]` into `out`.
+///
+/// # Panics
+/// If the slices are shorter than the shape and row count require.
+pub fn causal_cached(
+    shape: &CausalShape,
+    queries: &[f32],
+    q_stride: usize,
+    keys: &[f32],
+    values: &[f32],
+    start: usize,
+    out: &mut [f32],
+) {
+    let q_w = shape.heads * shape.head_dim;
+    let rows = out.len() / q_w;
+    let kv_w = shape.kv_heads * shape.head_dim;
+    assert!(
+        queries.len() >= rows.saturating_sub(1) * q_stride + q_w,
+        "queries"
+    );
+    assert!(
+        keys.len() >= (start + rows) * kv_w && values.len() >= (start + rows) * kv_w,
+        "cache"
+    );
+    let work = rows * (start + rows) * q_w * 4;
+    let row = |(r, o): (usize, &mut [f32])| {
+        let q = &queries[r * q_stride..r * q_stride + q_w];
+        attend_row(shape, q, keys, values, start + r, o);
+    };
+    if work >= PARALLEL_FLOP_THRESHOLD && rows > 1 {
+        out.par_chunks_mut(q_w).enumerate().for_each(row);
+    } else {
+        out.chunks_mut(q_w).enumerate().for_each(row);
+    }
+}
+
+crate::cpu::multiversion! {
+    /// One row at position `pos`: every query head of `q` over the visible cached positions.
+    pub fn attend_row(
+        shape: &CausalShape,
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        pos: usize,
+        out: &mut [f32],
+    ) {
+        let d = shape.head_dim;
+        let kv_w = shape.kv_heads * d;
+        let group = shape.heads / shape.kv_heads;
+        let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let mut scores = vec![0.0f32; pos + 1 - first];
+        for head in 0..shape.heads {
+            let off = (head / group) * d;
+            let qh = &q[head * d..(head + 1) * d];
+            for (i, s) in scores.iter_mut().enumerate() {
+                let k = &keys[(first + i) * kv_w + off..(first + i) * kv_w + off + d];
+                let mut acc = [0.0f32; 16];
+                let (cq, ck) = (qh.chunks_exact(16), k.chunks_exact(16));
+                let (rq, rk) = (cq.remainder(), ck.remainder());
+                for (a, b) in cq.zip(ck) {
+                    for j in 0..16 {
+                        acc[j] += a[j] * b[j];
+                    }
+                }
+                let mut sum = acc.iter().sum::<f32>();
+                for (a, b) in rq.iter().zip(rk) {
+                    sum += a * b;
+                }
+                *s = sum * shape.scale;
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0.0f64;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                total += *s as f64;
+            }
+            let inv = (1.0 / total) as f32;
+            let o = &mut out[head * d..(head + 1) * d];
+            o.fill(0.0);
+            for (i, &s) in scores.iter().enumerate() {
+                let p = if shape.f16_probs { round_to_f16(s * inv) } else { s * inv };
+                let v = &values[(first + i) * kv_w + off..(first + i) * kv_w + off + d];
+                for (o, &v) in o.iter_mut().zip(v) {
+                    *o += p * v;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain attention in f64 for one row and head.
+    fn reference(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        shape: &CausalShape,
+        pos: usize,
+        head: usize,
+    ) -> Vec<f64> {
+        let d = shape.head_dim;
+        let kv_w = shape.kv_heads * d;
+        let off = head / (shape.heads / shape.kv_heads) * d;
+        let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        let s: Vec<f64> = (first..=pos)
+            .map(|p| {
+                (0..d)
+                    .map(|j| q[head * d + j] as f64 * keys[p * kv_w + off + j] as f64)
+                    .sum::<f64>()
+                    * shape.scale as f64
+            })
+            .collect();
+        let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+        let total: f64 = e.iter().sum();
+        (0..d)
+            .map(|j| {
+                e.iter()
+                    .enumerate()
+                    .map(|(i, w)| w / total * values[(first + i) * kv_w + off + j] as f64)
+                    .sum()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_plain_attention_with_groups_and_windows() {
+        let f = |i: usize, salt: usize| (((i * 7919 + salt * 104_729) % 1009) as f32 / 504.5) - 1.0;
+        for window in [None, Some(5)] {
+            let shape = CausalShape {
+                heads: 4,
+                kv_heads: 2,
+                head_dim: 24,
+                window,
+                scale: 0.3,
+                f16_probs: false,
+            };
+            let (start, rows, stride) = (7, 6, 4 * 24 + 10);
+            let kv = (start + rows) * 2 * 24;
+            let keys: Vec<f32> = (0..kv).map(|i| f(i, 1)).collect();
+            let values: Vec<f32> = (0..kv).map(|i| f(i, 2)).collect();
+            let queries: Vec<f32> = (0..rows * stride).map(|i| f(i, 3)).collect();
+            let mut out = vec![f32::NAN; rows * 4 * 24];
+            causal_cached(&shape, &queries, stride, &keys, &values, start, &mut out);
+            for r in 0..rows {
+                for h in 0..4 {
+                    let want =
+                        reference(&queries[r * stride..], &keys, &values, &shape, start + r, h);
+                    for (j, w) in want.iter().enumerate() {
+                        let got = out[r * 96 + h * 24 + j] as f64;
+                        assert!(
+                            (got - w).abs() < 1e-5,
+                            "window {window:?} row {r} head {h}: {got} vs {w}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
