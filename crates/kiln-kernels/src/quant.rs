@@ -595,7 +595,7 @@ mod tests {
     #[test]
     fn fast_f16_rounding_equals_the_exact_conversion() {
         let mut s = 0x9e37_79b9u32;
-        let mut check = |x: f32| {
+        let check = |x: f32| {
             let want = half_to_f32(f32_to_half(x));
             let got = round_to_f16(x);
             assert!(
