@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// prefix (a system prompt, earlier chat turns) skip prefilling it; 0 turns reuse off.
     #[arg(long, default_value_t = 4096)]
     pub prefix_cache_tokens: usize,
+    /// Seconds in-flight requests and streams may take to finish after SIGTERM or Ctrl-C
+    /// before the server closes them and exits.
+    #[arg(long, default_value_t = 30.0)]
+    pub shutdown_timeout: f64,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,

@@ -84,7 +84,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             max_body_bytes: args.max_body_bytes,
             max_inputs: args.max_inputs,
         }),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
+    let ready = state.ready.clone();
+    let shutdown_timeout = std::time::Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-http")
@@ -101,10 +104,28 @@ pub fn run(args: ServeArgs) -> Result<()> {
             state.models.names().join(", ")
         );
         let app = crate::serve_auth::wrap(kiln_server::router(state), auth.as_ref());
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("serving HTTP");
+        // On SIGTERM or Ctrl-C: report not ready, stop accepting, let in-flight requests and
+        // streams finish for up to --shutdown-timeout, then close what remains.
+        let (began_tx, mut began) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown_signal().await;
+            ready.store(false, std::sync::atomic::Ordering::Relaxed);
+            let _ = began_tx.send(true);
+        };
+        let deadline = async move {
+            let _ = began.wait_for(|b| *b).await;
+            tokio::time::sleep(shutdown_timeout).await;
+        };
+        let served = tokio::select! {
+            r = axum::serve(listener, app).with_graceful_shutdown(signal) => r.context("serving HTTP"),
+            _ = deadline => {
+                tracing::warn!(
+                    "shutdown timeout ({:.0} s) reached: closing the requests still open",
+                    shutdown_timeout.as_secs_f64()
+                );
+                Ok(())
+            }
+        };
         crate::serve_auth::flush(auth.as_ref()).await;
         served
     })?;

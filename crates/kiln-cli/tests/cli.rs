@@ -562,3 +562,96 @@ fn generate_runs_a_safetensors_decoder_directory() {
     assert!(stderr.contains("9 prompt tokens"), "{stderr}");
     assert!(stderr.contains("6 tokens in"), "{stderr}");
 }
+
+/// The value of the Prometheus sample `name` (with its labels) in `text`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no sample {name} in\n{text}"))
+}
+
+#[test]
+fn chat_metrics_count_tokens_first_tokens_and_prefix_reuse() {
+    let server = serve_models(&[&real_chat_model()]);
+    let port = server.port;
+    let prompt = "A long shared preamble about kilns, glazes and the craft of pottery, repeated so \
+                  that a second request can reuse it from the prefix cache. The capital of France is";
+    let mut generated = 0;
+    for _ in 0..2 {
+        let (status, c) = http(
+            port,
+            "POST",
+            "/v1/completions",
+            Some(
+                &json!({"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": prompt, "max_tokens": 5, "temperature": 0}),
+            ),
+        );
+        assert_eq!(status, 200, "{c}");
+        generated += c["usage"]["completion_tokens"].as_u64().unwrap();
+    }
+    let (status, m) = http(port, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let m = m.as_str().unwrap().to_string();
+    let l = "{model=\"SmolLM2-135M-Instruct.Q4_1\"}";
+    assert_eq!(
+        sample(&m, &format!("kiln_generated_tokens_total{l}")),
+        generated as f64
+    );
+    assert_eq!(
+        sample(&m, &format!("kiln_time_to_first_token_seconds_count{l}")),
+        2.0
+    );
+    assert_eq!(sample(&m, &format!("kiln_running_sequences{l}")), 0.0);
+    // The second request reused all but the last prompt token of the first.
+    assert!(
+        sample(&m, &format!("kiln_prefix_cache_reused_tokens_total{l}")) > 20.0,
+        "{m}"
+    );
+}
+
+#[test]
+fn sigterm_mid_stream_lets_the_stream_finish_then_exits_cleanly() {
+    let mut server = serve_models(&[&real_chat_model()]);
+    let port = server.port;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": "Once upon a time", "max_tokens": 120,
+                      "temperature": 0, "stream": true, "stream_options": {"include_usage": true}})
+    .to_string();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    // Wait for the first text chunk, then send SIGTERM mid-stream.
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+        if line.starts_with("data: {")
+            && line.contains("\"text\":\"")
+            && !line.contains("\"text\":\"\"")
+        {
+            break;
+        }
+    }
+    assert!(Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // The accepted stream still runs to its end: all 120 tokens, the usage chunk and [DONE].
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("\"finish_reason\":\"length\""), "{rest}");
+    assert!(rest.contains("\"completion_tokens\":120"), "{rest}");
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    // Nothing listens any more.
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}

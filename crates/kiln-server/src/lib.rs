@@ -12,6 +12,7 @@ pub mod json;
 pub mod limits;
 pub mod metrics;
 pub mod registry;
+pub mod request_id;
 pub mod routes;
 pub mod schema;
 pub mod schema_chat;

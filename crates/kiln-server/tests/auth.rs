@@ -64,6 +64,7 @@ async fn app(db: &TestDatabase, config: AuthConfig, with_chat: bool) -> App {
         models: Arc::new(registry),
         metrics: metrics.clone(),
         limits: Arc::new(Limits::default()),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
     let store = KeyStore::connect(&db.url).await.unwrap();
     let auth = Auth::new(store.clone(), config, Some(metrics))
@@ -195,9 +196,11 @@ async fn keys_are_required_once_one_exists_and_probes_stay_open() {
             .unwrap_or_else(|| panic!("no 401 line in {metrics}"))
             .to_string();
         assert!(refused.ends_with(" 3"), "{refused}");
-        // Any /health/* route is let through to the router (404 here: not this branch's route).
+        // The /health/* probes stay open without a key.
         let (s, _, _) = call(&app, "GET", "/health/ready", None, &[]).await;
-        assert_eq!(s, StatusCode::NOT_FOUND);
+        assert_eq!(s, StatusCode::OK);
+        let (s, _, _) = call(&app, "GET", "/health/live", None, &[]).await;
+        assert_eq!(s, StatusCode::OK);
 
         app.store.revoke_key(&key.record.id).await.unwrap();
         let (s, b, _) = embed(&app, Some(&bearer(&key)), "hello").await;

@@ -45,6 +45,7 @@ fn app_with(
         models: Arc::new(registry),
         metrics,
         limits: Arc::new(limits),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
     App {
         _dir: dir,
@@ -431,4 +432,48 @@ async fn overload_is_429_with_retry_after() {
     release_tx.send(()).unwrap();
     assert_eq!(busy.await.unwrap(), StatusCode::OK);
     assert_eq!(queued.await.unwrap(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn health_probes_follow_readiness() {
+    let a = app();
+    let (status, body, _) = call(&a.router, "GET", "/health/live", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("live"))
+    );
+    let (status, _, _) = call(&a.router, "GET", "/health/ready", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Shutdown begins: readiness drops, liveness stays.
+    a.state
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let (status, body, _) = call(&a.router, "GET", "/health/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let (status, _, _) = call(&a.router, "GET", "/health/live", None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_assigned() {
+    let a = app();
+    let send = |id: Option<&str>| {
+        let mut req = Request::builder().method("GET").uri("/v1/models");
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        a.router.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    let resp = send(Some("client-id-42")).await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "client-id-42");
+    let first = send(None).await.unwrap().headers()["x-request-id"].clone();
+    let second = send(None).await.unwrap().headers()["x-request-id"].clone();
+    assert_eq!(first.len(), 16);
+    assert_ne!(first, second);
+    // An unusable id is replaced, not echoed.
+    let resp = send(Some("bad id with spaces")).await.unwrap();
+    assert_ne!(resp.headers()["x-request-id"], "bad id with spaces");
+    // Errors carry it too.
+    let (_, _, headers) = call(&a.router, "GET", "/nowhere", None).await;
+    assert!(headers.contains_key("x-request-id"));
 }

@@ -3,6 +3,7 @@
 use crate::auth::UsageMeter;
 use crate::error::ApiError;
 use crate::json::JsonBody;
+use crate::metrics::Metrics;
 use crate::registry::Engine;
 use crate::schema::TextInput;
 use crate::schema_chat::{
@@ -19,6 +20,7 @@ use kiln_engine::{GenerationEngine, GenerationEvent, GenerationRequest};
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Most stop strings per request (as OpenAI).
@@ -199,7 +201,7 @@ pub async fn chat_completions(
         .map_err(|e| ApiError::invalid(e.to_string()).with_param("messages"))?;
     let knobs = knobs!(req, max_tokens: req.max_completion_tokens.or(req.max_tokens), default_max: usize::MAX);
     let p = plan(engine, req.model, prompt, knobs)?;
-    run(p, Kind::Chat, meter).await
+    run(p, Kind::Chat, meter, state.metrics.clone()).await
 }
 
 /// Handles `POST /v1/completions`.
@@ -223,7 +225,7 @@ pub async fn completions(
     // OpenAI's default for completions is 16 tokens.
     let knobs = knobs!(req, max_tokens: req.max_tokens, default_max: 16);
     let p = plan(engine, req.model, ids, knobs)?;
-    run(p, Kind::Completion, meter).await
+    run(p, Kind::Completion, meter, state.metrics.clone()).await
 }
 
 #[derive(Clone, Copy)]
@@ -249,7 +251,12 @@ fn request_id(kind: Kind) -> String {
     format!("{prefix}-{:x}{n:06x}", unix_now())
 }
 
-async fn run(p: Plan, kind: Kind, meter: UsageMeter) -> Result<Response, ApiError> {
+async fn run(
+    p: Plan,
+    kind: Kind,
+    meter: UsageMeter,
+    metrics: Arc<Metrics>,
+) -> Result<Response, ApiError> {
     let prompt_tokens = p.prompt.len();
     let request = GenerationRequest {
         prompt: p.prompt,
@@ -263,6 +270,7 @@ async fn run(p: Plan, kind: Kind, meter: UsageMeter) -> Result<Response, ApiErro
     let meta = Meta {
         id: request_id(kind),
         created: unix_now(),
+        watch: GenerationWatch::new(metrics, &p.model),
         model: p.model,
         kind,
         meter,
@@ -282,6 +290,43 @@ struct Meta {
     /// Counts the tokens for the caller's API key; dropped (recording the usage) with the
     /// response or, for a stream, when the stream ends or the client leaves.
     meter: UsageMeter,
+    /// Time to first token and generated tokens, for the metrics.
+    watch: GenerationWatch,
+}
+
+/// Observes one generation for the metrics: the time from submission to its first text, and
+/// the tokens it generated.
+struct GenerationWatch {
+    metrics: Arc<Metrics>,
+    model: String,
+    started: Instant,
+    first_seen: std::sync::atomic::AtomicBool,
+}
+
+impl GenerationWatch {
+    fn new(metrics: Arc<Metrics>, model: &str) -> Self {
+        Self {
+            metrics,
+            model: model.to_string(),
+            started: Instant::now(),
+            first_seen: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn text(&self) {
+        if !self
+            .first_seen
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.metrics
+                .observe_first_token(&self.model, self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    fn done(&self, completion_tokens: usize) {
+        self.metrics
+            .observe_generated(&self.model, completion_tokens as u64);
+    }
 }
 
 impl Meta {
@@ -314,7 +359,10 @@ async fn collect(
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
-            GenerationEvent::Text(t) => text.push_str(&t),
+            GenerationEvent::Text(t) => {
+                meta.watch.text();
+                text.push_str(&t)
+            }
             GenerationEvent::Error(e) => return Err(ApiError::invalid(e)),
             GenerationEvent::Done {
                 reason,
@@ -322,6 +370,7 @@ async fn collect(
                 completion_tokens,
             } => {
                 meta.meter.add(0, completion_tokens);
+                meta.watch.done(completion_tokens);
                 let usage = CompletionUsage {
                     prompt_tokens,
                     completion_tokens,
@@ -385,6 +434,7 @@ fn stream(
                 match rx.recv().await {
                     Some(GenerationEvent::Text(t)) if t.is_empty() => continue,
                     Some(GenerationEvent::Text(t)) => {
+                        meta.watch.text();
                         let c = meta.chunk(Some(json!({"content": t})), Some(&t), None);
                         break Some((Ok(data(c)), (rx, meta, Phase::Body)));
                     }
@@ -394,6 +444,7 @@ fn stream(
                         completion_tokens,
                     }) => {
                         meta.meter.add(0, completion_tokens);
+                        meta.watch.done(completion_tokens);
                         let c = meta.chunk(None, None, Some(reason.as_str()));
                         let usage = CompletionUsage {
                             prompt_tokens,

@@ -1,6 +1,7 @@
 //! Health, metrics and the fallback for unknown routes.
 
 use crate::error::ApiError;
+use crate::registry::Engine;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
@@ -13,8 +14,36 @@ pub async fn health(State(state): State<AppState>) -> impl IntoResponse {
     Json(json!({"status": "ok", "models": state.models.names()}))
 }
 
+/// `GET /health/live`: 200 while the process serves HTTP at all.
+pub async fn live() -> impl IntoResponse {
+    Json(json!({"status": "live"}))
+}
+
+/// `GET /health/ready`: 200 when the models are loaded and no shutdown has begun, else 503
+/// (load balancers stop sending work).
+pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    if state.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "shutting down"})),
+        )
+    }
+}
+
 /// `GET /metrics`: Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    for m in state.models.iter() {
+        if let Engine::Generation(g) = &m.engine {
+            state.metrics.observe_generation_engine(
+                g.name(),
+                g.running_sequences(),
+                g.queue_depth(),
+                g.reused_prompt_tokens() as u64,
+            );
+        }
+    }
     (
         [(
             header::CONTENT_TYPE,
@@ -29,7 +58,7 @@ pub async fn not_found(uri: Uri) -> ApiError {
     ApiError {
         status: StatusCode::NOT_FOUND,
         message: format!(
-            "no route {}; see /v1/embeddings, /v1/chat/completions, /v1/completions, /embed, /v1/models, /health, /metrics",
+            "no route {}; see /v1/embeddings, /v1/chat/completions, /v1/completions, /embed, /v1/models, /health, /health/live, /health/ready, /metrics",
             uri.path()
         ),
         param: None,

@@ -14,7 +14,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use std::time::Instant;
 
-/// The full router: API routes, body limit and request metrics.
+/// The full router: API routes, body limit, request metrics and request ids.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/embeddings", post(embeddings::create))
@@ -23,6 +23,8 @@ pub fn router(state: AppState) -> Router {
         .route("/embed", post(tei::embed))
         .route("/v1/models", get(models::list))
         .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .fallback(health::not_found)
         .layer(middleware::from_fn_with_state(
@@ -30,6 +32,7 @@ pub fn router(state: AppState) -> Router {
             record_metrics,
         ))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn(crate::request_id::assign))
         .with_state(state)
 }
 
