@@ -25,5 +25,9 @@ if [ ! -x target/e2e-venv/bin/python ]; then
 fi
 target/e2e-venv/bin/python scripts/e2e/openai_client.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
 
+echo "== browser: the playground page in headless chromium against kiln serve"
+(cd scripts/browser && { [ -d node_modules/playwright-core ] || npm ci --silent --no-audit --no-fund; } \
+  && node playground.test.mjs "$PWD/../../target/release/kiln")
+
 echo "== cargo test"
 cargo test --release --workspace
