@@ -28,6 +28,10 @@ fi
 target/e2e-venv/bin/python scripts/e2e/openai_client.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
 target/e2e-venv/bin/python scripts/e2e/openai_auth.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
 
+echo "== browser: the playground page in headless chromium against kiln serve"
+(cd scripts/browser && { [ -d node_modules/playwright-core ] || npm ci --silent --no-audit --no-fund; } \
+  && node playground.test.mjs "$PWD/../../target/release/kiln")
+
 echo "== cargo test"
 # The key-store tests run on SQLite and on a real PostgreSQL: start a private one when it is
 # installed (.ci/run installs it) and none is given.

@@ -5,7 +5,7 @@ use crate::model_source::{resolve, ModelKind};
 use anyhow::{Context, Result};
 use kiln_core::{ChatModel, EmbedderOptions, SentenceEmbedder};
 use kiln_engine::{EmbeddingEngine, EngineConfig, GenerationConfig, GenerationEngine};
-use kiln_server::{AppState, Limits, ModelRegistry};
+use kiln_server::{AppState, Limits, ModelFiles, ModelRegistry};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,10 +47,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
                 seconds = start.elapsed().as_secs_f64(),
                 "chat model loaded"
             );
-            let engine = GenerationEngine::start(resolved.name, model, gen_config.clone());
+            let engine = GenerationEngine::start(resolved.name.clone(), model, gen_config.clone());
             registry
                 .add_generation(engine)
                 .map_err(anyhow::Error::msg)?;
+            registry.attach_files(&resolved.name, ModelFiles::single(&resolved.dir));
             continue;
         }
         let spinner = crate::progress::spinner(format!(
@@ -74,8 +75,14 @@ pub fn run(args: ServeArgs) -> Result<()> {
             seconds = start.elapsed().as_secs_f64(),
             "model loaded"
         );
-        let engine = EmbeddingEngine::start(resolved.name, model, config.clone(), metrics.clone());
+        let engine = EmbeddingEngine::start(
+            resolved.name.clone(),
+            model,
+            config.clone(),
+            metrics.clone(),
+        );
         registry.add(engine).map_err(anyhow::Error::msg)?;
+        registry.attach_files(&resolved.name, ModelFiles::embedding_dir(&resolved.dir));
     }
     let state = AppState {
         models: Arc::new(registry),
@@ -100,7 +107,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         tracing::info!(
-            "listening on http://{local} (models: {})",
+            "listening on http://{local} (playground: http://{local}/, models: {})",
             state.models.names().join(", ")
         );
         let app = crate::serve_auth::wrap(kiln_server::router(state), auth.as_ref());

@@ -11,6 +11,7 @@ pub mod error;
 pub mod json;
 pub mod limits;
 pub mod metrics;
+pub mod model_files;
 pub mod registry;
 pub mod request_id;
 pub mod routes;
@@ -19,6 +20,7 @@ pub mod schema_chat;
 pub mod state;
 
 pub use limits::Limits;
+pub use model_files::ModelFiles;
 pub use registry::ModelRegistry;
 pub use routes::router;
 pub use state::AppState;

@@ -1,5 +1,6 @@
 //! The models one server process serves, by name: embedding models and chat models.
 
+use crate::model_files::ModelFiles;
 use kiln_engine::{EmbeddingEngine, GenerationEngine};
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct ServedModel {
     pub engine: Engine,
     /// Unix time it was loaded.
     pub created: u64,
+    /// The files it was loaded from that clients may download (empty unless attached).
+    pub files: ModelFiles,
 }
 
 impl ServedModel {
@@ -66,7 +69,11 @@ impl ModelRegistry {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.models.push(ServedModel { engine, created });
+        self.models.push(ServedModel {
+            engine,
+            created,
+            files: ModelFiles::default(),
+        });
         Ok(())
     }
 
@@ -78,6 +85,22 @@ impl ModelRegistry {
     /// Adds a chat model; a second model of the same name is an error.
     pub fn add_generation(&mut self, engine: GenerationEngine) -> Result<(), String> {
         self.push(Engine::Generation(Arc::new(engine)))
+    }
+
+    /// Offers the files of the model named `name` for download; false if no such model.
+    pub fn attach_files(&mut self, name: &str, files: ModelFiles) -> bool {
+        match self.models.iter_mut().find(|m| m.name() == name) {
+            Some(m) => {
+                m.files = files;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The served model named `name`, with its metadata.
+    pub fn served(&self, name: &str) -> Option<&ServedModel> {
+        self.models.iter().find(|m| m.name() == name)
     }
 
     /// The model named `name`, of any kind.

@@ -2,8 +2,10 @@
 
 mod chat;
 mod embeddings;
+mod files;
 mod health;
 mod models;
+mod playground;
 mod tei;
 
 use crate::state::AppState;
@@ -22,6 +24,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(chat::completions))
         .route("/embed", post(tei::embed))
         .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}/files", get(files::list))
+        .route("/v1/models/{id}/files/{*name}", get(files::download))
+        .merge(playground::routes())
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
