@@ -74,8 +74,9 @@ def main():
         stream(port, short_prompt(0), 8)  # warm-up
         ttft_short = statistics.median(stream(port, short_prompt(i + 1), 1)[0] for i in range(RUNS))
         ttft_long = statistics.median(stream(port, long_prompt(i + 1), 1)[0] for i in range(RUNS))
+        # Each rate counts the tokens actually generated (a model may end a text early, as
+        # llama.cpp's runs may; the counts are recorded).
         decode = [stream(port, decode_prompt(i + 1), NEW_TOKENS) for i in range(RUNS)]
-        assert all(d[2] == NEW_TOKENS for d in decode), [d[2] for d in decode]
         agg = {n: aggregate(port, n, 100 * n) for n in STREAMS}
         rss_now, rss_peak = rss_mib(proc.pid)
     finally:
@@ -83,7 +84,8 @@ def main():
         proc.wait()
     emit({
         "engine": "kiln", "load_s": load_s, "ttft_short_ms": ttft_short * 1e3, "ttft_long_ms": ttft_long * 1e3,
-        "decode_tps": statistics.median(d[1] for d in decode), "aggregate_tps": agg,
+        "decode_tps": statistics.median(d[1] for d in decode), "decode_tokens": [d[2] for d in decode],
+        "aggregate_tps": agg,
         "rss_loaded_mib": rss_loaded, "rss_peak_mib": rss_peak,
         "notes": "kiln serve, HTTP + SSE streaming, continuous batching, prefix cache off",
     })

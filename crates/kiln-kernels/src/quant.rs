@@ -57,7 +57,10 @@ pub struct QuantLinear {
     format: QuantFormat,
     in_features: usize,
     out_features: usize,
-    data: Vec<u8>,
+    /// The bytes holding the blocks (possibly a whole model file, shared with other layers).
+    bytes: std::sync::Arc<Vec<u8>>,
+    /// Where this layer's blocks start in `bytes`.
+    start: usize,
 }
 
 fn f16(bits: [u8; 2]) -> f32 {
@@ -196,22 +199,51 @@ impl QuantLinear {
         out_features: usize,
         in_features: usize,
     ) -> Self {
+        Self::from_shared(
+            format,
+            std::sync::Arc::new(data),
+            0,
+            out_features,
+            in_features,
+        )
+    }
+
+    /// Wraps the blocks of a `[out, in]` weight that start at `start` in `bytes`, without
+    /// copying them: the layers of a model can all point into the model file's bytes.
+    ///
+    /// # Panics
+    /// If `in_features` is not a multiple of the block length or `bytes` is too short.
+    pub fn from_shared(
+        format: QuantFormat,
+        bytes: std::sync::Arc<Vec<u8>>,
+        start: usize,
+        out_features: usize,
+        in_features: usize,
+    ) -> Self {
         assert_eq!(
             in_features % format.block_len(),
             0,
             "input width must be a multiple of the block length"
         );
-        assert_eq!(
-            data.len(),
-            out_features * in_features / format.block_len() * format.block_bytes(),
+        let len = out_features * in_features / format.block_len() * format.block_bytes();
+        assert!(
+            start.checked_add(len).is_some_and(|end| end <= bytes.len()),
             "weight bytes"
         );
         Self {
             format,
             in_features,
             out_features,
-            data,
+            bytes,
+            start,
         }
+    }
+
+    /// This layer's blocks.
+    fn data(&self) -> &[u8] {
+        let len = self.out_features * self.in_features / self.format.block_len()
+            * self.format.block_bytes();
+        &self.bytes[self.start..self.start + len]
     }
 
     /// Output width.
@@ -227,7 +259,7 @@ impl QuantLinear {
     /// Row `r` of the weight, dequantized (for embedding lookups).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let row_bytes = self.in_features / self.format.block_len() * self.format.block_bytes();
-        let row = &self.data[r * row_bytes..(r + 1) * row_bytes];
+        let row = &self.data()[r * row_bytes..(r + 1) * row_bytes];
         match self.format {
             QuantFormat::Q4_0 => blocks::dequantize_q4_0(row, out),
             QuantFormat::Q5_0 => blocks::dequantize_q5_0(row, out),
@@ -266,6 +298,7 @@ impl QuantLinear {
             .map(|row| Activations::new(self.format, row))
             .collect();
         let inputs = Inputs::new(self.format, &quantized);
+        let data = self.data();
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
         let parallel = 2 * rows * k * n >= quant_parallel_threshold(self.format) && threads() > 1;
         if rows == 1 && parallel {
@@ -274,7 +307,7 @@ impl QuantLinear {
             out.par_chunks_mut(chunk).enumerate().for_each(|(c, part)| {
                 for (i, slot) in part.iter_mut().enumerate() {
                     let o = c * chunk + i;
-                    let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
+                    let w = &data[o * row_bytes..(o + 1) * row_bytes];
                     dot_rows(self.format, w, &inputs, |_, v| *slot = v);
                 }
             });
@@ -289,7 +322,7 @@ impl QuantLinear {
                     let end = n.min(start + chunk);
                     let mut part = vec![0.0f32; rows * (end - start)];
                     for o in start..end {
-                        let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
+                        let w = &data[o * row_bytes..(o + 1) * row_bytes];
                         dot_rows(self.format, w, &inputs, |r, v| {
                             part[r * (end - start) + o - start] = v
                         });
@@ -306,7 +339,7 @@ impl QuantLinear {
             }
         } else {
             for o in 0..n {
-                let w = &self.data[o * row_bytes..(o + 1) * row_bytes];
+                let w = &data[o * row_bytes..(o + 1) * row_bytes];
                 dot_rows(self.format, w, &inputs, |r, v| out[r * n + o] = v);
             }
         }

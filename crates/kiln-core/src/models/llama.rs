@@ -70,7 +70,8 @@ impl Dense {
                 .map(|((name, &out), format)| {
                     let info = f.tensor(name).expect("checked above");
                     let format = format.expect("checked above");
-                    QuantLinear::new(format, f.tensor_bytes(info).to_vec(), out, inp)
+                    // The blocks stay in the file's bytes: no copy.
+                    QuantLinear::from_shared(format, f.shared_bytes(), info.offset, out, inp)
                 })
                 .collect();
             return Ok(Dense::Quant(parts));

@@ -98,7 +98,7 @@ pub struct GgufFile {
     pub metadata: BTreeMap<String, MetaValue>,
     /// Tensors in file order.
     pub tensors: Vec<GgufTensorInfo>,
-    bytes: Vec<u8>,
+    bytes: std::sync::Arc<Vec<u8>>,
 }
 
 impl GgufFile {
@@ -208,7 +208,7 @@ impl GgufFile {
             version,
             metadata,
             tensors,
-            bytes,
+            bytes: std::sync::Arc::new(bytes),
         })
     }
 
@@ -225,6 +225,12 @@ impl GgufFile {
     /// The description of the tensor `name`.
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
         self.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// The whole file's bytes, shared (layers that keep their blocks as stored point into it
+    /// instead of copying them; tensor offsets index it).
+    pub fn shared_bytes(&self) -> std::sync::Arc<Vec<u8>> {
+        self.bytes.clone()
     }
 
     /// The stored bytes of a tensor (bounds were checked when parsing).
