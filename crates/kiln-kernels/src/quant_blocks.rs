@@ -2,7 +2,7 @@
 //! (blocks of 32, against Q8_0 activations) and the "K" super-blocks Q4_K and Q6_K (256 values,
 //! against Q8_K activations: an `f32` scale per 256 values and sums per 16). Each dot product is
 //! an exact integer sum per block scaled in `f32`, as ggml computes it; the plain loops are
-//! compiled for AVX-512/AVX2 by [`multiversion!`](crate::cpu::multiversion) and tested against
+//! compiled for AVX-512/AVX2 by the `multiversion!` macro of `cpu.rs` and tested against
 //! the dequantized weights.
 
 use crate::quant::half_to_f32;
