@@ -391,18 +391,28 @@ impl<'a> Scheduler<'a> {
             }
             let token = s.sampler.sample(&l, &s.generated);
             if let Some(reason) = advance(self.model, s, token) {
-                let _ = s.job.events.send(GenerationEvent::Done {
-                    reason,
-                    prompt_tokens: p_len,
-                    completion_tokens: s.generated.len(),
-                });
-                finished.push(i);
+                finished.push((i, reason));
             }
         }
-        for i in finished.into_iter().rev() {
+        // Finished sequences leave the running set (and its published count) before their
+        // clients hear `Done`, so a client that reads metrics right after sees them gone.
+        let mut done = Vec::with_capacity(finished.len());
+        for (i, reason) in finished.into_iter().rev() {
             let s = self.running.swap_remove(i);
             self.reserved -= s.reserved;
+            done.push((s, reason));
+        }
+        self.count.store(self.running.len(), Ordering::Relaxed);
+        for (s, reason) in done {
+            let event = GenerationEvent::Done {
+                reason,
+                prompt_tokens: s.job.request.prompt.len(),
+                completion_tokens: s.generated.len(),
+            };
+            let events = s.job.events.clone();
+            // Retired into the prefix cache first, so the client's next request can reuse it.
             self.retire(s);
+            let _ = events.send(event);
         }
         tracing::trace!(
             sequences = inputs.len(),
