@@ -28,6 +28,9 @@ fi
 target/e2e-venv/bin/python scripts/e2e/openai_client.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
 target/e2e-venv/bin/python scripts/e2e/openai_auth.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
 
+echo "== schemathesis: generated requests against kiln's own /openapi.json on a live server"
+bash scripts/e2e/schemathesis.sh target/release/kiln
+
 echo "== browser: the playground page in headless chromium against kiln serve"
 (cd scripts/browser && { [ -d node_modules/playwright-core ] || npm ci --silent --no-audit --no-fund; } \
   && node playground.test.mjs "$PWD/../../target/release/kiln")

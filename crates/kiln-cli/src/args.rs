@@ -167,6 +167,18 @@ pub struct ServeArgs {
     /// Largest request body in bytes; larger is answered 413.
     #[arg(long, default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Most prompt tokens in one chat or completion request (the model's context bounds it
+    /// too); more are answered 400.
+    #[arg(long, default_value_t = 32_768)]
+    pub max_prompt_tokens: usize,
+    /// Largest `max_tokens` one chat or completion request may ask for (more is a 400), and
+    /// the default when a chat request gives none.
+    #[arg(long, default_value_t = 4096)]
+    pub max_completion_tokens: usize,
+    /// Seconds one request may run before it is cancelled and its compute freed (408, or a
+    /// final error event mid-stream); 0 turns the deadline off.
+    #[arg(long, default_value_t = 600.0)]
+    pub request_timeout: f64,
     /// Pooling to use for models without sentence-transformers files (mean, cls, max, ...).
     #[arg(long)]
     pub pooling: Option<kiln_core::PoolingMode>,

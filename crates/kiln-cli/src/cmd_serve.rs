@@ -84,16 +84,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
         registry.add(engine).map_err(anyhow::Error::msg)?;
         registry.attach_files(&resolved.name, ModelFiles::embedding_dir(&resolved.dir));
     }
-    let state = AppState {
-        models: Arc::new(registry),
-        metrics,
-        limits: Arc::new(Limits {
-            max_body_bytes: args.max_body_bytes,
-            max_inputs: args.max_inputs,
-        }),
-        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes,
+        max_inputs: args.max_inputs,
+        max_prompt_tokens: args.max_prompt_tokens,
+        max_completion_tokens: args.max_completion_tokens,
+        request_timeout: (args.request_timeout > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(args.request_timeout)),
     };
+    let state = AppState::new(registry, metrics, limits);
     let ready = state.ready.clone();
+    let closer = state.clone();
     let shutdown_timeout = std::time::Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,6 +131,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
                     "shutdown timeout ({:.0} s) reached: closing the requests still open",
                     shutdown_timeout.as_secs_f64()
                 );
+                // Open streams end with a final error event and `[DONE]`; give them a moment
+                // to be written before the connections close.
+                closer.close_streams();
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
                 Ok(())
             }
         };

@@ -86,8 +86,12 @@ fn serve(model: &Path) -> Server {
 }
 
 fn serve_models(models: &[&Path]) -> Server {
+    serve_models_with(models, &[])
+}
+
+fn serve_models_with(models: &[&Path], extra: &[&str]) -> Server {
     let mut cmd = kiln();
-    cmd.args(["serve", "--port", "0", "--offline"]);
+    cmd.args(["serve", "--port", "0", "--offline"]).args(extra);
     for m in models {
         cmd.arg("--model").arg(m);
     }
@@ -654,4 +658,50 @@ fn sigterm_mid_stream_lets_the_stream_finish_then_exits_cleanly() {
     assert!(status.success(), "exit status {status}");
     // Nothing listens any more.
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn sigterm_past_the_shutdown_timeout_ends_open_streams_with_an_error_event() {
+    let mut server = serve_models_with(&[&real_chat_model()], &["--shutdown-timeout", "0.5"]);
+    let port = server.port;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = json!({"model": "SmolLM2-135M-Instruct.Q4_1", "prompt": "Once upon a time", "max_tokens": 3000,
+                      "temperature": 0, "stream": true})
+    .to_string();
+    write!(
+        s,
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "the stream ended early"
+        );
+        if line.starts_with("data: {")
+            && line.contains("\"text\":\"")
+            && !line.contains("\"text\":\"\"")
+        {
+            break;
+        }
+    }
+    let started = std::time::Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    // The stream cannot finish 3000 tokens in 0.5 s: it ends with an error event, then [DONE].
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("\"code\":\"shutting_down\""), "{rest}");
+    assert!(rest.contains("data: [DONE]"), "{rest}");
+    assert!(!rest.contains("\"finish_reason\":\"length\""), "{rest}");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }

@@ -104,8 +104,7 @@ pub struct GenerationEngine {
     name: String,
     model: Arc<ChatModel>,
     queue: Arc<BoundedQueue<Job>>,
-    running: Arc<AtomicUsize>,
-    reused: Arc<AtomicUsize>,
+    gauges: Arc<Gauges>,
     config: GenerationConfig,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -116,27 +115,20 @@ impl GenerationEngine {
         let name = name.into();
         let model = Arc::new(model);
         let queue = Arc::new(BoundedQueue::new(config.max_queue.max(1)));
-        let running = Arc::new(AtomicUsize::new(0));
-        let reused = Arc::new(AtomicUsize::new(0));
+        let gauges = Arc::new(Gauges::default());
         let worker = {
-            let (model, queue, config, running, reused) = (
-                model.clone(),
-                queue.clone(),
-                config.clone(),
-                running.clone(),
-                reused.clone(),
-            );
+            let (model, queue, config, gauges) =
+                (model.clone(), queue.clone(), config.clone(), gauges.clone());
             std::thread::Builder::new()
                 .name(format!("kiln-gen-{name}"))
-                .spawn(move || Scheduler::new(&model, &config, &running, &reused).run(&queue))
+                .spawn(move || Scheduler::new(&model, &config, &gauges).run(&queue))
                 .expect("spawning the generation thread")
         };
         Self {
             name,
             model,
             queue,
-            running,
-            reused,
+            gauges,
             config,
             worker: Some(worker),
         }
@@ -167,12 +159,22 @@ impl GenerationEngine {
 
     /// Sequences being prefilled or decoded.
     pub fn running_sequences(&self) -> usize {
-        self.running.load(Ordering::Relaxed)
+        self.gauges.running.load(Ordering::Relaxed)
+    }
+
+    /// KV-cache positions reserved by the running sequences.
+    pub fn reserved_kv_tokens(&self) -> usize {
+        self.gauges.kv_reserved.load(Ordering::Relaxed)
+    }
+
+    /// KV-cache positions the running sequences may reserve in all.
+    pub fn kv_capacity(&self) -> usize {
+        self.config.max_kv_tokens
     }
 
     /// Prompt tokens taken from the prefix cache instead of being prefilled, since the start.
     pub fn reused_prompt_tokens(&self) -> usize {
-        self.reused.load(Ordering::Relaxed)
+        self.gauges.reused.load(Ordering::Relaxed)
     }
 
     /// Queues a request; events arrive on the returned channel. Dropping the receiver cancels it.
@@ -217,35 +219,47 @@ struct Sequence {
     reserved: usize,
 }
 
+/// What the scheduler publishes for the metrics.
+#[derive(Default)]
+struct Gauges {
+    /// Running sequences.
+    running: AtomicUsize,
+    /// Total of prompt tokens reused from the prefix cache.
+    reused: AtomicUsize,
+    /// KV positions reserved by running sequences.
+    kv_reserved: AtomicUsize,
+}
+
 struct Scheduler<'a> {
     model: &'a ChatModel,
     config: &'a GenerationConfig,
     running: Vec<Sequence>,
     reserved: usize,
-    /// Published `running.len()`.
-    count: &'a AtomicUsize,
+    gauges: &'a Gauges,
     /// Caches of finished sequences, for prompts that share their prefix.
     prefix: PrefixCache,
-    /// Published total of prompt tokens reused.
-    reused: &'a AtomicUsize,
 }
 
 impl<'a> Scheduler<'a> {
-    fn new(
-        model: &'a ChatModel,
-        config: &'a GenerationConfig,
-        count: &'a AtomicUsize,
-        reused: &'a AtomicUsize,
-    ) -> Self {
+    fn new(model: &'a ChatModel, config: &'a GenerationConfig, gauges: &'a Gauges) -> Self {
         Self {
             model,
             config,
             running: Vec::new(),
             reserved: 0,
-            count,
+            gauges,
             prefix: PrefixCache::new(config.prefix_cache_tokens),
-            reused,
         }
+    }
+
+    /// Publishes the running count and KV reservation.
+    fn publish(&self) {
+        self.gauges
+            .running
+            .store(self.running.len(), Ordering::Relaxed);
+        self.gauges
+            .kv_reserved
+            .store(self.reserved, Ordering::Relaxed);
     }
 
     /// Keeps a sequence's cache for later prompts that share its tokens.
@@ -299,11 +313,11 @@ impl<'a> Scheduler<'a> {
                 self.retire(s);
             }
             self.reserved = self.running.iter().map(|s| s.reserved).sum();
-            self.count.store(self.running.len(), Ordering::Relaxed);
+            self.publish();
             if !self.running.is_empty() {
                 self.step();
             }
-            self.count.store(self.running.len(), Ordering::Relaxed);
+            self.publish();
         }
     }
 
@@ -328,7 +342,7 @@ impl<'a> Scheduler<'a> {
         let (prefilled, cache) = match self.prefix.lookup(&r.prompt) {
             Some((shared, mut cache)) => {
                 cache.set_capacity(reserved);
-                self.reused.fetch_add(shared, Ordering::Relaxed);
+                self.gauges.reused.fetch_add(shared, Ordering::Relaxed);
                 (shared, cache)
             }
             None => (0, self.model.model.new_cache(reserved)),
@@ -402,7 +416,7 @@ impl<'a> Scheduler<'a> {
             self.reserved -= s.reserved;
             done.push((s, reason));
         }
-        self.count.store(self.running.len(), Ordering::Relaxed);
+        self.publish();
         for (s, reason) in done {
             let event = GenerationEvent::Done {
                 reason,

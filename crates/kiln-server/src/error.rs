@@ -3,7 +3,13 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kiln_engine::EngineError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The `code` of an error response, kept in the response's extensions so the metrics can count
+/// refusals by reason.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 /// An error answered to the client.
 #[derive(Debug, Clone)]
@@ -75,6 +81,18 @@ impl ApiError {
         .with_param("input")
     }
 
+    /// 408: the request ran past the server's deadline and was cancelled.
+    pub fn deadline_exceeded(limit: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "deadline_exceeded",
+            format!(
+                "the request ran past the server's deadline of {:.1} s (--request-timeout) and was cancelled",
+                limit.as_secs_f64()
+            ),
+        )
+    }
+
     /// 500: a failure of the server itself.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", message)
@@ -82,6 +100,7 @@ impl ApiError {
 
     fn error_type(&self) -> &'static str {
         match self.status.as_u16() {
+            408 => "timeout_error",
             429 => "rate_limit_error",
             500..=599 => "server_error",
             _ => "invalid_request_error",
@@ -109,15 +128,16 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({
-            "error": {
-                "message": self.message,
-                "type": self.error_type(),
-                "param": self.param,
-                "code": self.code,
-            }
-        });
+        let body = ErrorResponse {
+            error: ErrorDetail {
+                r#type: self.error_type(),
+                message: self.message,
+                param: self.param,
+                code: self.code,
+            },
+        };
         let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.extensions_mut().insert(ErrorCode(self.code));
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE
         {
@@ -126,4 +146,25 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+/// The body of every error response (OpenAI's shape).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The details of an error.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A sentence for people, naming the limit or field at fault.
+    pub message: String,
+    /// `invalid_request_error`, `rate_limit_error`, `timeout_error` or `server_error`.
+    #[serde(rename = "type")]
+    pub r#type: &'static str,
+    /// The request field at fault, when there is one.
+    pub param: Option<&'static str>,
+    /// A stable machine-readable code (`model_not_found`, `request_too_large`, ...).
+    pub code: &'static str,
 }

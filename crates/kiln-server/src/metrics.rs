@@ -18,6 +18,16 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of refused requests.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// The matched route.
+    pub route: String,
+    /// Why: the error `code` answered (`overloaded`, `rate_limited`, `invalid_api_key`,
+    /// `request_too_large`, `deadline_exceeded`, `invalid_request`, ...).
+    pub reason: String,
+}
+
 /// Labels of per-route latency.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
@@ -30,6 +40,21 @@ pub struct RouteLabels {
 pub struct ModelLabels {
     /// The served model name.
     pub model: String,
+}
+
+/// A chat model's state at one moment, for the gauges.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerationSnapshot {
+    /// Sequences prefilling or decoding.
+    pub running: usize,
+    /// Requests waiting for a slot.
+    pub queued: usize,
+    /// Prompt tokens reused from the prefix cache since the start.
+    pub reused_total: u64,
+    /// KV-cache positions reserved by running sequences.
+    pub kv_reserved: usize,
+    /// KV-cache positions that may be reserved in all.
+    pub kv_capacity: usize,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -49,6 +74,9 @@ pub struct Metrics {
     generated_tokens: Family<ModelLabels, Counter>,
     running_sequences: Family<ModelLabels, Gauge>,
     prefix_reused_tokens: Family<ModelLabels, Counter>,
+    refused: Family<RefusalLabels, Counter>,
+    kv_reserved: Family<ModelLabels, Gauge>,
+    kv_capacity: Family<ModelLabels, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -82,6 +110,9 @@ impl Metrics {
             generated_tokens: Family::default(),
             running_sequences: Family::default(),
             prefix_reused_tokens: Family::default(),
+            refused: Family::default(),
+            kv_reserved: Family::default(),
+            kv_capacity: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         r.register(
@@ -144,6 +175,21 @@ impl Metrics {
             "Prompt tokens taken from the prefix cache instead of being prefilled",
             m.prefix_reused_tokens.clone(),
         );
+        r.register(
+            "refused_requests",
+            "Requests answered with an error, by route and reason (the error code)",
+            m.refused.clone(),
+        );
+        r.register(
+            "kv_cache_reserved_tokens",
+            "KV-cache positions reserved by a chat model's running sequences",
+            m.kv_reserved.clone(),
+        );
+        r.register(
+            "kv_cache_capacity_tokens",
+            "KV-cache positions a chat model may reserve in all (--max-kv-tokens)",
+            m.kv_capacity.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
         m
     }
@@ -163,6 +209,16 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Counts a request answered with an error, by its error code.
+    pub fn observe_refusal(&self, route: &str, reason: &str) {
+        self.refused
+            .get_or_create(&RefusalLabels {
+                route: route.to_string(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
     /// Records the time from submission to the first text of a generation.
     pub fn observe_first_token(&self, model_name: &str, seconds: f64) {
         self.first_token_seconds
@@ -177,20 +233,17 @@ impl Metrics {
             .inc_by(tokens);
     }
 
-    /// Publishes a chat model's current state: running sequences, waiting requests, and the
-    /// total of prompt tokens reused from its prefix cache.
-    pub fn observe_generation_engine(
-        &self,
-        model_name: &str,
-        running: usize,
-        queued: usize,
-        reused_total: u64,
-    ) {
+    /// Publishes a chat model's current state.
+    pub fn observe_generation_engine(&self, model_name: &str, s: &GenerationSnapshot) {
         let l = model(model_name);
-        self.running_sequences.get_or_create(&l).set(running as i64);
-        self.queue_depth.get_or_create(&l).set(queued as i64);
+        self.running_sequences
+            .get_or_create(&l)
+            .set(s.running as i64);
+        self.queue_depth.get_or_create(&l).set(s.queued as i64);
         let c = self.prefix_reused_tokens.get_or_create(&l);
-        c.inc_by(reused_total.saturating_sub(c.get()));
+        c.inc_by(s.reused_total.saturating_sub(c.get()));
+        self.kv_reserved.get_or_create(&l).set(s.kv_reserved as i64);
+        self.kv_capacity.get_or_create(&l).set(s.kv_capacity as i64);
     }
 
     /// The metrics in Prometheus' text exposition format.

@@ -1,9 +1,10 @@
 //! Request and response bodies of the public API (OpenAI and text-embeddings-inference shapes).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One text or a list of texts (also the shape of `stop` and `prompt`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum TextInput {
     /// A single text.
@@ -23,7 +24,7 @@ impl TextInput {
 }
 
 /// How embeddings are encoded in the response.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodingFormat {
     /// A JSON array of numbers.
@@ -34,7 +35,7 @@ pub enum EncodingFormat {
 }
 
 /// `POST /v1/embeddings` request (OpenAI), plus kiln's `truncate` extension.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsRequest {
     /// The texts to embed.
@@ -56,7 +57,7 @@ pub struct EmbeddingsRequest {
 }
 
 /// One embedding of an OpenAI response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EmbeddingObject {
     /// Always `"embedding"`.
     pub object: &'static str,
@@ -67,7 +68,7 @@ pub struct EmbeddingObject {
 }
 
 /// An embedding as numbers or base64.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum EmbeddingValue {
     /// JSON numbers.
@@ -77,7 +78,7 @@ pub enum EmbeddingValue {
 }
 
 /// Token counts of a request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Usage {
     /// Tokens in the inputs, special tokens included.
     pub prompt_tokens: usize,
@@ -86,7 +87,7 @@ pub struct Usage {
 }
 
 /// `POST /v1/embeddings` response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct EmbeddingsResponse {
     /// Always `"list"`.
     pub object: &'static str,
@@ -99,7 +100,7 @@ pub struct EmbeddingsResponse {
 }
 
 /// `POST /embed` request (text-embeddings-inference).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct TeiEmbedRequest {
     /// The texts to embed.
     pub inputs: TextInput,
@@ -119,7 +120,7 @@ fn yes() -> bool {
 }
 
 /// One entry of `GET /v1/models`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelCard {
     /// The served model name.
     pub id: String,
@@ -132,10 +133,42 @@ pub struct ModelCard {
 }
 
 /// `GET /v1/models` response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ModelList {
     /// Always `"list"`.
     pub object: &'static str,
     /// The loaded models.
     pub data: Vec<ModelCard>,
+}
+
+/// `GET /health`, `/health/live` and `/health/ready` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok`, `live`, `ready` or `shutting down`.
+    pub status: &'static str,
+    /// The loaded models (`GET /health` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub models: Option<Vec<String>>,
+}
+
+/// One downloadable file of a served model.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelFileEntry {
+    /// The file name, as used in `/v1/models/{id}/files/{name}`.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// `GET /v1/models/{id}/files` response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelFileList {
+    /// Always `"list"`.
+    pub object: &'static str,
+    /// The served model name.
+    pub model: String,
+    /// `embedding` or `chat`.
+    pub kind: &'static str,
+    /// The files.
+    pub data: Vec<ModelFileEntry>,
 }

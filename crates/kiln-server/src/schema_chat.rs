@@ -2,9 +2,10 @@
 
 use crate::schema::TextInput;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A message's content: text, or a list of typed parts of which kiln reads the text ones.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum MessageContent {
     /// Plain text.
@@ -14,7 +15,7 @@ pub enum MessageContent {
 }
 
 /// One part of a message's content.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct ContentPart {
     /// The part type; only `text` is supported.
     #[serde(rename = "type")]
@@ -25,7 +26,7 @@ pub struct ContentPart {
 }
 
 /// One message of a chat request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 pub struct MessageIn {
     /// `system`, `developer`, `user` or `assistant`.
     pub role: String,
@@ -37,7 +38,7 @@ pub struct MessageIn {
 }
 
 /// `stream_options`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StreamOptions {
     /// Send a final chunk with token usage.
@@ -50,14 +51,14 @@ pub struct StreamOptions {
 // `temprature`) is worth the repetition.
 
 /// `POST /v1/chat/completions` request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
     /// The served model name.
     pub model: String,
     /// The conversation.
     pub messages: Vec<MessageIn>,
-    /// Streaming options.
+    /// Stream the answer as server-sent events.
     #[serde(default)]
     pub stream: bool,
     /// Streaming options.
@@ -65,30 +66,38 @@ pub struct ChatCompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// Most tokens to generate.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<usize>,
     /// Newer name of `max_tokens`.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_completion_tokens: Option<usize>,
     /// Sampling temperature.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f32>,
     /// Nucleus sampling.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f32>,
     /// Top-k (kiln extension).
     #[serde(default)]
     pub top_k: Option<usize>,
     /// Min-p (kiln extension).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub min_p: Option<f32>,
     /// Presence penalty.
     #[serde(default)]
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub presence_penalty: Option<f32>,
     /// Frequency penalty.
     #[serde(default)]
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub frequency_penalty: Option<f32>,
     /// Repetition penalty (kiln extension).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
     pub repetition_penalty: Option<f32>,
     /// Seed.
     #[serde(default)]
@@ -98,6 +107,7 @@ pub struct ChatCompletionRequest {
     pub stop: Option<TextInput>,
     /// Number of choices (1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<usize>,
     /// End-user identifier.
     #[serde(default)]
@@ -105,14 +115,14 @@ pub struct ChatCompletionRequest {
 }
 
 /// `POST /v1/completions` request.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompletionRequest {
     /// The served model name.
     pub model: String,
     /// The prompt (one string).
     pub prompt: TextInput,
-    /// Stream.
+    /// Stream the answer as server-sent events.
     #[serde(default)]
     pub stream: bool,
     /// Streaming options.
@@ -120,27 +130,34 @@ pub struct CompletionRequest {
     pub stream_options: Option<StreamOptions>,
     /// Most tokens to generate (default 16, as OpenAI).
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub max_tokens: Option<usize>,
     /// Sampling temperature.
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 2.0)]
     pub temperature: Option<f32>,
     /// Nucleus sampling.
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0, maximum = 1.0)]
     pub top_p: Option<f32>,
     /// Top-k (kiln extension).
     #[serde(default)]
     pub top_k: Option<usize>,
     /// Min-p (kiln extension).
     #[serde(default)]
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub min_p: Option<f32>,
     /// Presence penalty.
     #[serde(default)]
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub presence_penalty: Option<f32>,
     /// Frequency penalty.
     #[serde(default)]
+    #[schema(minimum = -2.0, maximum = 2.0)]
     pub frequency_penalty: Option<f32>,
     /// Repetition penalty (kiln extension).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0.0)]
     pub repetition_penalty: Option<f32>,
     /// Seed.
     #[serde(default)]
@@ -150,6 +167,7 @@ pub struct CompletionRequest {
     pub stop: Option<TextInput>,
     /// Number of choices (1).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1)]
     pub n: Option<usize>,
     /// End-user identifier.
     #[serde(default)]
@@ -157,7 +175,7 @@ pub struct CompletionRequest {
 }
 
 /// Token counts of a completion.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
 pub struct CompletionUsage {
     /// Prompt tokens.
     pub prompt_tokens: usize,
@@ -165,4 +183,75 @@ pub struct CompletionUsage {
     pub completion_tokens: usize,
     /// Their sum.
     pub total_tokens: usize,
+}
+
+/// The assistant's message in a chat completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssistantMessage {
+    /// Always `"assistant"`.
+    pub role: &'static str,
+    /// The generated text.
+    pub content: String,
+}
+
+/// One choice of a chat completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatChoice {
+    /// Always 0 (kiln generates one choice).
+    pub index: usize,
+    /// The reply.
+    pub message: AssistantMessage,
+    /// Always null (log probabilities are not computed).
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<()>,
+    /// `stop` (an end-of-turn token or a stop string) or `length` (`max_tokens` reached).
+    pub finish_reason: &'static str,
+}
+
+/// `POST /v1/chat/completions` response when not streaming.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChatCompletionResponse {
+    /// `chatcmpl-...`.
+    pub id: String,
+    /// Always `"chat.completion"`.
+    pub object: &'static str,
+    /// Unix time the request was accepted.
+    pub created: u64,
+    /// The served model name.
+    pub model: String,
+    /// One choice.
+    pub choices: Vec<ChatChoice>,
+    /// Token counts.
+    pub usage: CompletionUsage,
+}
+
+/// One choice of a text completion.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TextChoice {
+    /// Always 0.
+    pub index: usize,
+    /// The generated text.
+    pub text: String,
+    /// Always null.
+    #[schema(value_type = Option<Object>)]
+    pub logprobs: Option<()>,
+    /// `stop` or `length`.
+    pub finish_reason: &'static str,
+}
+
+/// `POST /v1/completions` response when not streaming.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TextCompletionResponse {
+    /// `cmpl-...`.
+    pub id: String,
+    /// Always `"text_completion"`.
+    pub object: &'static str,
+    /// Unix time the request was accepted.
+    pub created: u64,
+    /// The served model name.
+    pub model: String,
+    /// One choice.
+    pub choices: Vec<TextChoice>,
+    /// Token counts.
+    pub usage: CompletionUsage,
 }

@@ -60,12 +60,7 @@ async fn app(db: &TestDatabase, config: AuthConfig, with_chat: bool) -> App {
             ))
             .unwrap();
     }
-    let state = AppState {
-        models: Arc::new(registry),
-        metrics: metrics.clone(),
-        limits: Arc::new(Limits::default()),
-        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-    };
+    let state = AppState::new(registry, metrics.clone(), Limits::default());
     let store = KeyStore::connect(&db.url).await.unwrap();
     let auth = Auth::new(store.clone(), config, Some(metrics))
         .await

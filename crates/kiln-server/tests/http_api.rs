@@ -41,12 +41,7 @@ fn app_with(
     registry
         .add(EmbeddingEngine::start("tiny", model, config, observer))
         .unwrap();
-    let state = AppState {
-        models: Arc::new(registry),
-        metrics,
-        limits: Arc::new(limits),
-        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-    };
+    let state = AppState::new(registry, metrics, limits);
     App {
         _dir: dir,
         router: kiln_server::router(state.clone()),
@@ -249,6 +244,7 @@ async fn size_limits_are_413() {
         Limits {
             max_body_bytes: 4096,
             max_inputs: 3,
+            ..Limits::default()
         },
         EngineConfig::default(),
         None,

@@ -36,12 +36,7 @@ fn app() -> App {
         .unwrap();
     assert!(registry.attach_files("tiny", ModelFiles::embedding_dir(dir.path())));
     assert!(!registry.attach_files("absent", ModelFiles::default()));
-    let state = AppState {
-        models: Arc::new(registry),
-        metrics,
-        limits: Arc::new(Limits::default()),
-        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-    };
+    let state = AppState::new(registry, metrics, Limits::default());
     App {
         dir,
         router: kiln_server::router(state),

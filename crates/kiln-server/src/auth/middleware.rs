@@ -1,7 +1,7 @@
 //! The axum middleware that checks the API key and the key's limits.
 
 use super::{Auth, UsageMeter};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
@@ -76,6 +76,9 @@ pub async fn authenticate(State(auth): State<Auth>, mut req: Request, next: Next
                     refusal.status().as_u16(),
                     started.elapsed().as_secs_f64(),
                 );
+                if let Some(ErrorCode(code)) = refusal.extensions().get::<ErrorCode>() {
+                    metrics.observe_refusal(route, code);
+                }
             }
             refusal
         }

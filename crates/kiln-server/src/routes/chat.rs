@@ -1,13 +1,15 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`, streaming (SSE) or not.
 
 use crate::auth::UsageMeter;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::json::JsonBody;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::registry::Engine;
 use crate::schema::TextInput;
 use crate::schema_chat::{
-    ChatCompletionRequest, CompletionRequest, CompletionUsage, MessageContent,
+    AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse, CompletionRequest,
+    CompletionUsage, MessageContent, TextChoice, TextCompletionResponse,
 };
 use crate::state::AppState;
 use axum::extract::State;
@@ -19,8 +21,10 @@ use kiln_core::sampling::SamplingParams;
 use kiln_engine::{GenerationEngine, GenerationEvent, GenerationRequest};
 use serde_json::{json, Value};
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Most stop strings per request (as OpenAI).
@@ -96,9 +100,18 @@ fn plan(
     model: String,
     prompt: Vec<u32>,
     k: Knobs,
+    limits: &Limits,
 ) -> Result<Plan, ApiError> {
     if k.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("only n = 1 is supported").with_param("n"));
+    }
+    if prompt.len() > limits.max_prompt_tokens {
+        return Err(ApiError::invalid(format!(
+            "the prompt has {} tokens; this server accepts at most {} prompt tokens (--max-prompt-tokens)",
+            prompt.len(),
+            limits.max_prompt_tokens
+        ))
+        .with_param("messages"));
     }
     let context = engine.max_context();
     if prompt.len() >= context {
@@ -112,6 +125,13 @@ fn plan(
     let room = context - prompt.len();
     let max_tokens = match k.max_tokens {
         Some(0) => return Err(ApiError::invalid("max_tokens must be at least 1").with_param("max_tokens")),
+        Some(m) if m > limits.max_completion_tokens => {
+            return Err(ApiError::invalid(format!(
+                "max_tokens is {m}; this server generates at most {} tokens per request (--max-completion-tokens)",
+                limits.max_completion_tokens
+            ))
+            .with_param("max_tokens"))
+        }
         Some(m) if m > room => {
             return Err(ApiError::invalid(format!(
                 "max_tokens is {m}, but only {room} tokens fit after the {}-token prompt (context {context})",
@@ -120,7 +140,7 @@ fn plan(
             .with_param("max_tokens"))
         }
         Some(m) => m,
-        None => k.default_max.min(room),
+        None => k.default_max.min(room).min(limits.max_completion_tokens),
     };
     let defaults = SamplingParams::default();
     let params = SamplingParams {
@@ -171,6 +191,19 @@ fn message_text(content: MessageContent) -> Result<String, ApiError> {
 }
 
 /// Handles `POST /v1/chat/completions`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "generation", request_body = ChatCompletionRequest,
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The reply; with `stream: true`, server-sent events of `chat.completion.chunk` objects ending with `data: [DONE]`", content(
+            (ChatCompletionResponse = "application/json"),
+            (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, a wrong type, an unknown field, or a value out of range", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key (when keys are enforced)", body = ErrorResponse),
+        (status = 404, description = "No model of this name", body = ErrorResponse),
+        (status = 408, description = "Past `--request-timeout`; the work was cancelled", body = ErrorResponse),
+        (status = 413, description = "Body or input count over the server's limits", body = ErrorResponse),
+        (status = 429, description = "Over a key's rate limit or the server's queue; see Retry-After", body = ErrorResponse),
+        (status = 503, description = "Shutting down", body = ErrorResponse)))]
 pub async fn chat_completions(
     State(state): State<AppState>,
     meter: UsageMeter,
@@ -200,11 +233,24 @@ pub async fn chat_completions(
         .encode_chat(&messages)
         .map_err(|e| ApiError::invalid(e.to_string()).with_param("messages"))?;
     let knobs = knobs!(req, max_tokens: req.max_completion_tokens.or(req.max_tokens), default_max: usize::MAX);
-    let p = plan(engine, req.model, prompt, knobs)?;
-    run(p, Kind::Chat, meter, state.metrics.clone()).await
+    let p = plan(engine, req.model, prompt, knobs, &state.limits)?;
+    run(p, Kind::Chat, meter, &state).await
 }
 
 /// Handles `POST /v1/completions`.
+#[utoipa::path(post, path = "/v1/completions", tag = "generation", request_body = CompletionRequest,
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The completion; with `stream: true`, server-sent events of `text_completion` chunks ending with `data: [DONE]`", content(
+            (TextCompletionResponse = "application/json"),
+            (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, a wrong type, an unknown field, or a value out of range", body = ErrorResponse),
+        (status = 401, description = "Missing or wrong API key (when keys are enforced)", body = ErrorResponse),
+        (status = 404, description = "No model of this name", body = ErrorResponse),
+        (status = 408, description = "Past `--request-timeout`; the work was cancelled", body = ErrorResponse),
+        (status = 413, description = "Body or input count over the server's limits", body = ErrorResponse),
+        (status = 429, description = "Over a key's rate limit or the server's queue; see Retry-After", body = ErrorResponse),
+        (status = 503, description = "Shutting down", body = ErrorResponse)))]
 pub async fn completions(
     State(state): State<AppState>,
     meter: UsageMeter,
@@ -224,8 +270,8 @@ pub async fn completions(
         .map_err(|e| ApiError::invalid(e.to_string()).with_param("prompt"))?;
     // OpenAI's default for completions is 16 tokens.
     let knobs = knobs!(req, max_tokens: req.max_tokens, default_max: 16);
-    let p = plan(engine, req.model, ids, knobs)?;
-    run(p, Kind::Completion, meter, state.metrics.clone()).await
+    let p = plan(engine, req.model, ids, knobs, &state.limits)?;
+    run(p, Kind::Completion, meter, &state).await
 }
 
 #[derive(Clone, Copy)]
@@ -255,7 +301,7 @@ async fn run(
     p: Plan,
     kind: Kind,
     meter: UsageMeter,
-    metrics: Arc<Metrics>,
+    state: &AppState,
 ) -> Result<Response, ApiError> {
     let prompt_tokens = p.prompt.len();
     let request = GenerationRequest {
@@ -270,15 +316,27 @@ async fn run(
     let meta = Meta {
         id: request_id(kind),
         created: unix_now(),
-        watch: GenerationWatch::new(metrics, &p.model),
+        watch: GenerationWatch::new(state.metrics.clone(), &p.model),
         model: p.model,
         kind,
         meter,
     };
     if p.stream {
-        Ok(stream(rx, meta, p.include_usage).into_response())
+        // The whole stream must end by the deadline; the shutdown timeout can end it sooner.
+        let ends = StreamEnds {
+            deadline: Box::pin(tokio::time::sleep(
+                state
+                    .limits
+                    .request_timeout
+                    .unwrap_or(Duration::from_secs(100 * 365 * 86_400)),
+            )),
+            closing: Box::pin(state.streams_closing()),
+        };
+        Ok(stream(rx, meta, p.include_usage, ends).into_response())
     } else {
-        collect(rx, meta).await.map(IntoResponse::into_response)
+        // The deadline of a non-streamed answer is enforced around the handler (see
+        // `routes::enforce_deadline`); dropping this future drops `rx`, which cancels it.
+        collect(rx, meta).await
     }
 }
 
@@ -355,7 +413,7 @@ impl Meta {
 async fn collect(
     mut rx: UnboundedReceiver<GenerationEvent>,
     meta: Meta,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut text = String::new();
     while let Some(ev) = rx.recv().await {
         match ev {
@@ -376,22 +434,41 @@ async fn collect(
                     completion_tokens,
                     total_tokens: prompt_tokens + completion_tokens,
                 };
-                let choice = match meta.kind {
-                    Kind::Chat => {
-                        json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": reason.as_str()})
-                    }
-                    Kind::Completion => {
-                        json!({"index": 0, "text": text, "logprobs": null, "finish_reason": reason.as_str()})
-                    }
+                let finish_reason = reason.as_str();
+                let resp = match meta.kind {
+                    Kind::Chat => Json(ChatCompletionResponse {
+                        id: meta.id,
+                        object: "chat.completion",
+                        created: meta.created,
+                        model: meta.model,
+                        choices: vec![ChatChoice {
+                            index: 0,
+                            message: AssistantMessage {
+                                role: "assistant",
+                                content: text,
+                            },
+                            logprobs: None,
+                            finish_reason,
+                        }],
+                        usage,
+                    })
+                    .into_response(),
+                    Kind::Completion => Json(TextCompletionResponse {
+                        id: meta.id,
+                        object: "text_completion",
+                        created: meta.created,
+                        model: meta.model,
+                        choices: vec![TextChoice {
+                            index: 0,
+                            text,
+                            logprobs: None,
+                            finish_reason,
+                        }],
+                        usage,
+                    })
+                    .into_response(),
                 };
-                let object = match meta.kind {
-                    Kind::Chat => "chat.completion",
-                    Kind::Completion => "text_completion",
-                };
-                return Ok(Json(json!({
-                    "id": meta.id, "object": object, "created": meta.created, "model": meta.model,
-                    "choices": [choice], "usage": usage,
-                })));
+                return Ok(resp);
             }
         }
     }
@@ -400,13 +477,26 @@ async fn collect(
     ))
 }
 
+/// What ends a stream early: its request deadline, or the server's shutdown timeout.
+struct StreamEnds {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    closing: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// The final SSE chunk of a stream ended by the server, in OpenAI's error shape.
+fn error_chunk(message: &str, code: &str) -> Value {
+    json!({"error": {"message": message, "type": "server_error", "param": null, "code": code}})
+}
+
 /// The SSE stream: role chunk, text chunks, a final chunk with the finish reason, an optional
 /// usage chunk, then `[DONE]`. Dropping it (client gone) drops the receiver, which frees the
-/// sequence's slot at the engine's next step.
+/// sequence's slot at the engine's next step; so does its deadline or the shutdown timeout,
+/// which end it with an error chunk and `[DONE]`.
 fn stream(
     rx: UnboundedReceiver<GenerationEvent>,
     meta: Meta,
     include_usage: bool,
+    ends: StreamEnds,
 ) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
     enum Phase {
         Start,
@@ -415,60 +505,83 @@ fn stream(
         Done,
         End,
     }
-    let state = (rx, meta, Phase::Start);
-    let s = futures_util::stream::unfold(state, move |(mut rx, meta, phase)| async move {
-        let data = |v: Value| Event::default().data(v.to_string());
-        match phase {
-            Phase::End => None,
-            Phase::Done => Some((Ok(Event::default().data("[DONE]")), (rx, meta, Phase::End))),
-            Phase::Usage(u) => Some((Ok(data(meta.usage_chunk(u))), (rx, meta, Phase::Done))),
-            Phase::Start if matches!(meta.kind, Kind::Chat) => {
-                let first = meta.chunk(
-                    Some(json!({"role": "assistant", "content": ""})),
-                    None,
-                    None,
-                );
-                Some((Ok(data(first)), (rx, meta, Phase::Body)))
-            }
-            Phase::Start | Phase::Body => loop {
-                match rx.recv().await {
-                    Some(GenerationEvent::Text(t)) if t.is_empty() => continue,
-                    Some(GenerationEvent::Text(t)) => {
-                        meta.watch.text();
-                        let c = meta.chunk(Some(json!({"content": t})), Some(&t), None);
-                        break Some((Ok(data(c)), (rx, meta, Phase::Body)));
-                    }
-                    Some(GenerationEvent::Done {
-                        reason,
-                        prompt_tokens,
-                        completion_tokens,
-                    }) => {
-                        meta.meter.add(0, completion_tokens);
-                        meta.watch.done(completion_tokens);
-                        let c = meta.chunk(None, None, Some(reason.as_str()));
-                        let usage = CompletionUsage {
+    let state = (rx, meta, Phase::Start, ends);
+    let s = futures_util::stream::unfold(
+        state,
+        move |(mut rx, meta, phase, mut ends)| async move {
+            let data = |v: Value| Event::default().data(v.to_string());
+            match phase {
+                Phase::End => None,
+                Phase::Done => {
+                    // Free the sequence now: the client may keep the connection open a while.
+                    rx.close();
+                    Some((
+                        Ok(Event::default().data("[DONE]")),
+                        (rx, meta, Phase::End, ends),
+                    ))
+                }
+                Phase::Usage(u) => {
+                    Some((Ok(data(meta.usage_chunk(u))), (rx, meta, Phase::Done, ends)))
+                }
+                Phase::Start if matches!(meta.kind, Kind::Chat) => {
+                    let first = meta.chunk(
+                        Some(json!({"role": "assistant", "content": ""})),
+                        None,
+                        None,
+                    );
+                    Some((Ok(data(first)), (rx, meta, Phase::Body, ends)))
+                }
+                Phase::Start | Phase::Body => loop {
+                    let event = tokio::select! {
+                        e = rx.recv() => e,
+                        () = &mut ends.deadline => {
+                            let c = error_chunk("the request ran past the server's deadline (--request-timeout) and was cancelled", "deadline_exceeded");
+                            break Some((Ok(data(c)), (rx, meta, Phase::Done, ends)));
+                        }
+                        () = &mut ends.closing => {
+                            let c = error_chunk("the server is shutting down and its shutdown timeout was reached", "shutting_down");
+                            break Some((Ok(data(c)), (rx, meta, Phase::Done, ends)));
+                        }
+                    };
+                    match event {
+                        Some(GenerationEvent::Text(t)) if t.is_empty() => continue,
+                        Some(GenerationEvent::Text(t)) => {
+                            meta.watch.text();
+                            let c = meta.chunk(Some(json!({"content": t})), Some(&t), None);
+                            break Some((Ok(data(c)), (rx, meta, Phase::Body, ends)));
+                        }
+                        Some(GenerationEvent::Done {
+                            reason,
                             prompt_tokens,
                             completion_tokens,
-                            total_tokens: prompt_tokens + completion_tokens,
-                        };
-                        let next = if include_usage {
-                            Phase::Usage(usage)
-                        } else {
-                            Phase::Done
-                        };
-                        break Some((Ok(data(c)), (rx, meta, next)));
+                        }) => {
+                            meta.meter.add(0, completion_tokens);
+                            meta.watch.done(completion_tokens);
+                            let c = meta.chunk(None, None, Some(reason.as_str()));
+                            let usage = CompletionUsage {
+                                prompt_tokens,
+                                completion_tokens,
+                                total_tokens: prompt_tokens + completion_tokens,
+                            };
+                            let next = if include_usage {
+                                Phase::Usage(usage)
+                            } else {
+                                Phase::Done
+                            };
+                            break Some((Ok(data(c)), (rx, meta, next, ends)));
+                        }
+                        Some(GenerationEvent::Error(e)) => {
+                            let c = error_chunk(&e, "generation_failed");
+                            break Some((Ok(data(c)), (rx, meta, Phase::Done, ends)));
+                        }
+                        None => {
+                            let c = error_chunk("the generation engine stopped", "shutting_down");
+                            break Some((Ok(data(c)), (rx, meta, Phase::Done, ends)));
+                        }
                     }
-                    Some(GenerationEvent::Error(e)) => {
-                        let c = json!({"error": {"message": e, "type": "server_error", "param": null, "code": "generation_failed"}});
-                        break Some((Ok(data(c)), (rx, meta, Phase::Done)));
-                    }
-                    None => {
-                        let c = json!({"error": {"message": "the generation engine stopped", "type": "server_error", "param": null, "code": "shutting_down"}});
-                        break Some((Ok(data(c)), (rx, meta, Phase::Done)));
-                    }
-                }
-            },
-        }
-    });
+                },
+            }
+        },
+    );
     Sse::new(s).keep_alive(KeepAlive::default())
 }

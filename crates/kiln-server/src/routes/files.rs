@@ -1,13 +1,14 @@
 //! `GET /v1/models/{id}/files` and `GET /v1/models/{id}/files/{name}`: a served model's files.
 
 use crate::error::ApiError;
+use crate::error::ErrorResponse;
 use crate::registry::ServedModel;
+use crate::schema::{ModelFileEntry, ModelFileList};
 use crate::state::AppState;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
 
 fn served<'a>(state: &'a AppState, id: &str) -> Result<&'a ServedModel, ApiError> {
     state
@@ -17,25 +18,43 @@ fn served<'a>(state: &'a AppState, id: &str) -> Result<&'a ServedModel, ApiError
 }
 
 /// Lists the files of model `id` that can be downloaded, with their sizes.
+#[utoipa::path(get, path = "/v1/models/{id}/files", tag = "models",
+    params(("id" = String, Path, description = "A served model name")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The model's files", body = ModelFileList),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such model", body = ErrorResponse)))]
 pub async fn list(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ModelFileList>, ApiError> {
     let model = served(&state, &id)?;
-    let data: Vec<Value> = model
+    let data = model
         .files
         .iter()
-        .map(|f| json!({"name": f.name, "size": f.size}))
+        .map(|f| ModelFileEntry {
+            name: f.name.clone(),
+            size: f.size,
+        })
         .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "model": id,
-        "kind": model.engine.kind(),
-        "data": data,
-    })))
+    Ok(Json(ModelFileList {
+        object: "list",
+        kind: model.engine.kind(),
+        model: id,
+        data,
+    }))
 }
 
 /// The bytes of one listed file of model `id`; any other name is a 404.
+#[utoipa::path(get, path = "/v1/models/{id}/files/{name}", tag = "models",
+    params(("id" = String, Path, description = "A served model name"),
+           ("name" = String, Path, description = "A file name from the model's file list")),
+    security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, description = "Missing or wrong API key", body = ErrorResponse),
+        (status = 404, description = "No such model or file", body = ErrorResponse)))]
 pub async fn download(
     State(state): State<AppState>,
     Path((id, name)): Path<(String, String)>,
