@@ -501,7 +501,7 @@ fn chat_requests_with_bad_fields_get_openai_errors() {
         (
             json!({"model": "SmolLM2-135M-Instruct.Q4_1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}),
             400,
-            "context",
+            "--max-completion-tokens",
         ),
         (
             json!({"model": "all-MiniLM-L6-v2", "messages": [{"role": "user", "content": "hi"}]}),
