@@ -168,7 +168,7 @@ def tensor_pickle(name, storage_global, key, numel, shape, stride, offset=0):
 
 
 def state_dict_pickle():
-    p = b"\x80\x02ccollections\nOrderedDict\n)R(q\x00"
+    p = b"\x80\x02ccollections\nOrderedDict\n)Rq\x00("
     p += tensor_pickle("w", "FloatStorage", "0", 6, [2, 3], [3, 1])
     p += tensor_pickle("h", "HalfStorage", "1", 32, [4], [2], offset=1)
     p += tensor_pickle("t", "FloatStorage", "0", 6, [3, 2], [1, 3])
@@ -195,7 +195,7 @@ def pickle_seeds():
     return {
         # Raw pickles: the target wraps them in an archive with the storages above.
         "state_dict.pkl": p,
-        "minimal.pkl": b"\x80\x02}q\x00(" + tensor_pickle("w", "FloatStorage", "0", 6, [6], [1])[:-len(b"\x89ccollections\nOrderedDict\n)RtR")] + b"\x89)RtRu.",
+        "minimal.pkl": b"\x80\x02}q\x00(" + tensor_pickle("w", "FloatStorage", "0", 6, [6], [1])[:-len(b"\x89ccollections\nOrderedDict\n)RtR")] + b"\x89}tRu.",
         # Whole archives.
         "state_dict.pt": torch_zip(p, storages),
         "deflated.pt": (lambda: _deflated(p, storages))(),
