@@ -250,8 +250,7 @@ impl GgufTokenizer {
         config: &serde_json::Value,
         generation: &serde_json::Value,
     ) -> Result<Self> {
-        let inner =
-            Tokenizer::from_bytes(tokenizer_json).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let inner = crate::tokenize::tokenizer_from_json(tokenizer_json)?;
         let n = inner.get_vocab_size(true);
         let mut tokens = vec![String::new(); n];
         for (t, id) in inner.get_vocab(true) {

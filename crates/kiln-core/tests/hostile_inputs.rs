@@ -661,3 +661,24 @@ fn tokenizer_json_that_is_broken_is_a_tokenizer_error() {
         }
     }
 }
+
+/// Found by `fuzz/fuzz_targets/tokenizer.rs` in its first seconds: invalid UTF-8 inside the
+/// `"decoder"` object made the `tokenizers` crate panic (`expect("Helper")`) instead of
+/// returning an error.
+#[test]
+fn fuzz_regression_tokenizer_json_with_invalid_utf8_in_the_decoder() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz/tokenizer-decoder-invalid-utf8.json");
+    let json = std::fs::read(path).unwrap();
+    match TextTokenizer::from_bytes(&json, 16, false) {
+        Err(Error::Tokenizer(m)) => assert_contains(&m, "tokenizer.json is not valid JSON"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("loaded"),
+    }
+    let null = serde_json::Value::Null;
+    match GgufTokenizer::from_hf_parts(&json, &null, &null) {
+        Err(Error::Tokenizer(m)) => assert_contains(&m, "tokenizer.json is not valid JSON"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("loaded"),
+    }
+}
