@@ -682,3 +682,77 @@ fn fuzz_regression_tokenizer_json_with_invalid_utf8_in_the_decoder() {
         Ok(_) => panic!("loaded"),
     }
 }
+
+/// Found by the tokenizer fuzzer: a template naming a special token missing from
+/// `special_tokens` loaded, then the `tokenizers` crate panicked on encoding ("no entry found
+/// for key").
+#[test]
+fn fuzz_regression_template_naming_an_unknown_special_token() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/fuzz/tokenizer-template-unknown-special.json");
+    let json = std::fs::read(path).unwrap();
+    let needle = "post_processor: the single template names special token";
+    match TextTokenizer::from_bytes(&json, 16, false) {
+        Err(Error::Tokenizer(m)) => assert_contains(&m, needle),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("loaded"),
+    }
+    let null = serde_json::Value::Null;
+    match GgufTokenizer::from_hf_parts(&json, &null, &null) {
+        Err(Error::Tokenizer(m)) => assert_contains(&m, needle),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("loaded"),
+    }
+}
+
+/// Templates the `tokenizers` crate would index out of bounds with: sequence B in the single
+/// template, a pair template without B, a special token with more ids than tokens.
+#[test]
+fn template_processing_that_would_index_out_of_bounds_is_refused() {
+    let json = |post: &str| {
+        format!(
+            r#"{{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,"pre_tokenizer":null,"post_processor":{post},"decoder":null,"model":{{"type":"WordLevel","vocab":{{"a":0,"[UNK]":1}},"unk_token":"[UNK]"}}}}"#
+        )
+    };
+    let seq = |id: &str| format!(r#"{{"Sequence":{{"id":"{id}","type_id":0}}}}"#);
+    let cls = r#"{"SpecialToken":{"id":"[CLS]","type_id":0}}"#;
+    let good_specials = r#"{"[CLS]":{"id":"[CLS]","ids":[0],"tokens":["a"]}}"#;
+    let template = |single: String, pair: String, specials: &str| {
+        json(&format!(
+            r#"{{"type":"TemplateProcessing","single":[{single}],"pair":[{pair}],"special_tokens":{specials}}}"#
+        ))
+    };
+    let ab = format!("{},{}", seq("A"), seq("B"));
+    let ok = template(format!("{cls},{}", seq("A")), ab.clone(), good_specials);
+    TextTokenizer::from_bytes(ok.as_bytes(), 16, false).unwrap();
+    for (bad, needle) in [
+        (
+            template(seq("B"), ab.clone(), good_specials),
+            "the single template uses sequence B",
+        ),
+        (
+            template(seq("A"), seq("A"), good_specials),
+            "the pair template does not use both sequences",
+        ),
+        (
+            template(
+                format!("{cls},{}", seq("A")),
+                ab.clone(),
+                r#"{"[CLS]":{"id":"[CLS]","ids":[0,1],"tokens":["a"]}}"#,
+            ),
+            "special token `[CLS]` has a different number of ids and tokens",
+        ),
+        (
+            json(&format!(
+                r#"{{"type":"Sequence","processors":[{{"type":"TemplateProcessing","single":[{cls}],"pair":[{ab}],"special_tokens":{{}}}}]}}"#
+            )),
+            "names special token `[CLS]`",
+        ),
+    ] {
+        match TextTokenizer::from_bytes(bad.as_bytes(), 16, false) {
+            Err(Error::Tokenizer(m)) => assert_contains(&m, needle),
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("{bad} loaded"),
+        }
+    }
+}
