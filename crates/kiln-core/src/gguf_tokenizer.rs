@@ -225,15 +225,8 @@ impl GgufTokenizer {
     /// `eos_token_id` and the usual end-of-turn tokens.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let path = dir.join("tokenizer.json");
-        let inner = Tokenizer::from_file(&path)
+        let json = std::fs::read(&path)
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        let n = inner.get_vocab_size(true);
-        let mut tokens = vec![String::new(); n];
-        for (t, id) in inner.get_vocab(true) {
-            if let Some(slot) = tokens.get_mut(id as usize) {
-                *slot = t;
-            }
-        }
         let read_json = |name: &str| -> Result<serde_json::Value> {
             let p = dir.join(name);
             match std::fs::read_to_string(&p) {
@@ -244,6 +237,27 @@ impl GgufTokenizer {
         };
         let config = read_json("tokenizer_config.json")?;
         let generation = read_json("generation_config.json")?;
+        Self::from_hf_parts(&json, &config, &generation).map_err(|e| match e {
+            Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Builds a Hugging Face tokenizer from the bytes of `tokenizer.json` and the parsed
+    /// `tokenizer_config.json` and `generation_config.json` (`Null` when absent).
+    pub fn from_hf_parts(
+        tokenizer_json: &[u8],
+        config: &serde_json::Value,
+        generation: &serde_json::Value,
+    ) -> Result<Self> {
+        let inner = crate::tokenize::tokenizer_from_json(tokenizer_json)?;
+        let n = inner.get_vocab_size(true);
+        let mut tokens = vec![String::new(); n];
+        for (t, id) in inner.get_vocab(true) {
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = t;
+            }
+        }
         let special = |key: &str| -> Option<u32> {
             let v = &config[key];
             let text = v.as_str().or_else(|| v["content"].as_str())?;
@@ -327,5 +341,40 @@ impl GgufTokenizer {
     /// Whether `id` ends generation.
     pub fn is_stop(&self, id: u32) -> bool {
         self.stop_tokens.binary_search(&id).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hf_parts_build_the_same_tokenizer_as_the_directory() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama");
+        let from_dir = GgufTokenizer::from_hf_dir(&dir).unwrap();
+        let json = std::fs::read(dir.join("tokenizer.json")).unwrap();
+        let read = |n: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(dir.join(n)).unwrap()).unwrap()
+        };
+        let (config, generation) = (
+            read("tokenizer_config.json"),
+            read("generation_config.json"),
+        );
+        let from_parts = GgufTokenizer::from_hf_parts(&json, &config, &generation).unwrap();
+        assert_eq!(
+            (from_parts.bos, from_parts.eos, &from_parts.stop_tokens),
+            (from_dir.bos, from_dir.eos, &from_dir.stop_tokens)
+        );
+        let text = "Hello world, 12345!";
+        assert_eq!(
+            from_parts.encode(text, true).unwrap(),
+            from_dir.encode(text, true).unwrap()
+        );
+        let null = serde_json::Value::Null;
+        match GgufTokenizer::from_hf_parts(b"{not json", &null, &null) {
+            Err(Error::Tokenizer(m)) => assert!(m.contains("key must be a string"), "{m}"),
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => panic!("broken JSON loaded"),
+        }
     }
 }

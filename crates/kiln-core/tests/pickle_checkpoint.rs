@@ -149,3 +149,23 @@ fn broken_checkpoints_are_clean_errors() {
     std::fs::write(&garbage, b"PK\x03\x04 not really a zip").unwrap();
     assert!(TensorMap::load(&garbage).is_err());
 }
+
+#[test]
+fn a_checkpoint_in_memory_parses_like_the_file() {
+    let path = fixture("variety.bin");
+    let from_file = TensorMap::load(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let from_bytes =
+        kiln_core::weights::pickle::parse_checkpoint(std::path::Path::new("mem.bin"), &bytes)
+            .unwrap();
+    let mut names: Vec<&str> = from_file.names().collect();
+    names.sort();
+    let mut mem_names: Vec<&str> = from_bytes.names().collect();
+    mem_names.sort();
+    assert_eq!(names, mem_names);
+    for n in names {
+        let (a, b) = (from_file.raw(n).unwrap(), from_bytes.raw(n).unwrap());
+        assert_eq!((&a.shape, &a.data), (&b.shape, &b.data), "{n}");
+    }
+    assert_eq!(from_bytes.path(), std::path::Path::new("mem.bin"));
+}

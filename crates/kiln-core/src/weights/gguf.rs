@@ -126,8 +126,10 @@ impl GgufFile {
                 "GGUF version {version} is not supported (2 and 3 are)"
             )));
         }
-        let tensor_count = r.count("tensor count", 8).map_err(&fail)?;
-        let kv_count = r.count("metadata count", 8).map_err(&fail)?;
+        // A tensor description takes at least 32 bytes (name length, one dimension, type,
+        // offset); a metadata entry at least 13 (key length, type, one byte of value).
+        let tensor_count = r.count("tensor count", 32).map_err(&fail)?;
+        let kv_count = r.count("metadata count", 13).map_err(&fail)?;
         let mut metadata = BTreeMap::new();
         for _ in 0..kv_count {
             let key = r.string().map_err(&fail)?;
@@ -135,11 +137,18 @@ impl GgufFile {
             let value = r
                 .value(ty, 0)
                 .map_err(|m| fail(format!("metadata `{key}`: {m}")))?;
+            if metadata.contains_key(&key) {
+                return Err(fail(format!("metadata key `{key}` appears twice")));
+            }
             metadata.insert(key, value);
         }
         let mut raw = Vec::with_capacity(tensor_count);
+        let mut names = std::collections::HashSet::with_capacity(tensor_count);
         for _ in 0..tensor_count {
             let name = r.string().map_err(&fail)?;
+            if !names.insert(name.clone()) {
+                return Err(fail(format!("tensor `{name}` appears twice")));
+            }
             let n_dims = r.u32().map_err(&fail)?;
             if n_dims == 0 || n_dims > MAX_DIMS {
                 return Err(fail(format!("tensor `{name}` has {n_dims} dimensions")));
@@ -203,6 +212,7 @@ impl GgufFile {
                 size,
             });
         }
+        check_overlaps(&tensors).map_err(fail)?;
         Ok(Self {
             path: path.to_path_buf(),
             version,
@@ -274,6 +284,37 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
+/// The fewest bytes a metadata value of type `ty` takes in the file.
+fn value_min_bytes(ty: u32) -> usize {
+    match ty {
+        2 | 3 => 2,
+        4..=6 => 4,
+        // Strings and arrays start with a u64 length.
+        8..=12 => 8,
+        _ => 1,
+    }
+}
+
+/// Refuses tensors whose bytes overlap: each stored byte belongs to at most one tensor, so a
+/// small file cannot describe many large tensors over the same bytes.
+fn check_overlaps(tensors: &[GgufTensorInfo]) -> std::result::Result<(), String> {
+    let mut spans: Vec<(usize, usize, &str)> = tensors
+        .iter()
+        .filter(|t| t.size > 0)
+        .map(|t| (t.offset, t.offset + t.size, t.name.as_str()))
+        .collect();
+    spans.sort_unstable();
+    for pair in spans.windows(2) {
+        let ((_, end, a), (start, _, b)) = (pair[0], pair[1]);
+        if start < end {
+            return Err(format!(
+                "tensors `{a}` and `{b}` overlap in the file (bytes {start}..{end})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A cursor over untrusted bytes.
 struct Reader<'a> {
     bytes: &'a [u8],
@@ -340,7 +381,7 @@ impl<'a> Reader<'a> {
                     return Err("nested arrays are not supported".into());
                 }
                 let item_ty = self.u32()?;
-                let n = self.count("array length", 1)?;
+                let n = self.count("array length", value_min_bytes(item_ty))?;
                 let mut items = Vec::with_capacity(n.min(1 << 20));
                 for _ in 0..n {
                     items.push(self.value(item_ty, depth + 1)?);

@@ -105,7 +105,17 @@ fn nested_depth<'a>(items: impl Iterator<Item = &'a Value>) -> usize {
 /// Reads a PyTorch zip checkpoint without executing pickle code.
 pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|_| {
+    load_zip(path, file)
+}
+
+/// Parses the bytes of a PyTorch zip checkpoint without executing pickle code; `path` only
+/// labels errors (for checkpoints already in memory, and for fuzzing).
+pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+    load_zip(path, std::io::Cursor::new(bytes))
+}
+
+fn load_zip<R: Read + std::io::Seek>(path: &Path, reader: R) -> Result<TensorMap> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(|_| {
         Error::weights(
             path,
             "not a zip-format PyTorch checkpoint; legacy (pre-1.6) checkpoints are not supported: \
@@ -223,6 +233,15 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> std::result::Result<RawTensor, 
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or("its size overflows")?;
+    let bytes = numel.checked_mul(es).ok_or("its byte size overflows")?;
+    // Views that repeat storage elements (stride 0, as `expand` makes) could otherwise turn a
+    // few stored bytes into terabytes; no state dict needs a view larger than its storage.
+    if bytes > storage.len() {
+        return Err(format!(
+            "its {numel} elements ({bytes} bytes) need more than its storage's {} bytes",
+            storage.len()
+        ));
+    }
     let storage_elems = storage.len() / es;
     if numel > 0 {
         let last = t
@@ -239,7 +258,7 @@ fn materialize(t: &TensorRef, storage: &[u8]) -> std::result::Result<RawTensor, 
             ));
         }
     }
-    let mut data = Vec::with_capacity(numel * es);
+    let mut data = Vec::with_capacity(bytes);
     let mut index = vec![0usize; t.size.len()];
     for _ in 0..numel {
         let elem = t.offset
