@@ -105,7 +105,16 @@ fn nested_depth<'a>(items: impl Iterator<Item = &'a Value>) -> usize {
 /// Reads a PyTorch zip checkpoint without executing pickle code.
 pub fn read_checkpoint(path: &Path) -> Result<TensorMap> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|_| {
+    read_archive(path, file)
+}
+
+/// Parses the bytes of a PyTorch zip checkpoint; `path` only labels errors.
+pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
+    read_archive(path, std::io::Cursor::new(bytes))
+}
+
+fn read_archive<R: Read + std::io::Seek>(path: &Path, reader: R) -> Result<TensorMap> {
+    let mut zip = zip::ZipArchive::new(reader).map_err(|_| {
         Error::weights(
             path,
             "not a zip-format PyTorch checkpoint; legacy (pre-1.6) checkpoints are not supported: \

@@ -7,6 +7,7 @@ mod health;
 mod models;
 mod playground;
 mod tei;
+mod wasm_pkg;
 
 use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -14,10 +15,24 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
+use std::path::PathBuf;
 use std::time::Instant;
+
+/// Choices about the routes beyond the shared state.
+#[derive(Debug, Clone, Default)]
+pub struct RouterOptions {
+    /// Folders searched, in order, for the WebAssembly package served at `/wasm/` (the
+    /// output of `scripts/build-wasm.sh`); empty: `/wasm/` always answers 404.
+    pub wasm_dirs: Vec<PathBuf>,
+}
 
 /// The full router: API routes, body limit, request metrics and request ids.
 pub fn router(state: AppState) -> Router {
+    router_with(state, RouterOptions::default())
+}
+
+/// [`router`] with `options`.
+pub fn router_with(state: AppState, options: RouterOptions) -> Router {
     Router::new()
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/chat/completions", post(chat::chat_completions))
@@ -27,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{id}/files", get(files::list))
         .route("/v1/models/{id}/files/{*name}", get(files::download))
         .merge(playground::routes())
+        .merge(wasm_pkg::routes(options.wasm_dirs))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
