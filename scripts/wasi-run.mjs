@@ -11,7 +11,8 @@ if (!file) {
   console.error("usage: node wasi-run.mjs PROGRAM.wasm [ARGS...]");
   process.exit(2);
 }
-const wasi = new WASI({ version: "preview1", args: [file, ...args], env: process.env, returnOnExit: true });
+// The whole file system is visible to the program (tests read the real models by absolute path).
+const wasi = new WASI({ version: "preview1", args: [file, ...args], env: process.env, preopens: { "/": "/" }, returnOnExit: true });
 const module = await WebAssembly.compile(readFileSync(file));
 const instance = await WebAssembly.instantiate(module, wasi.getImportObject());
 process.exit(wasi.start(instance));

