@@ -263,7 +263,12 @@ fn files_of(dir: &Path) -> std::collections::HashMap<String, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let name = p.strip_prefix(dir).unwrap().to_str().unwrap().replace('\\', "/");
+                let name = p
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace('\\', "/");
                 out.insert(name, std::fs::read(&p).unwrap());
             }
         }
@@ -282,7 +287,11 @@ fn loading_from_files_in_memory_equals_loading_the_directory() {
     ] {
         let (d, from_dir) = model_with(&spec);
         let files = files_of(d.path());
-        assert!(files.contains_key("1_Pooling/config.json"), "{:?}", files.keys());
+        assert!(
+            files.contains_key("1_Pooling/config.json"),
+            "{:?}",
+            files.keys()
+        );
         let get = |name: &str| files.get(name).map(Vec::as_slice);
         let from_mem = SentenceEmbedder::from_files(&get, &EmbedderOptions::default()).unwrap();
         assert_eq!(from_mem.pipeline(), from_dir.pipeline());

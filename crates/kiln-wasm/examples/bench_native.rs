@@ -20,9 +20,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let models = PathBuf::from(args.next().unwrap_or_else(|| "models".into()));
     let runs: usize = args.next().map_or(5, |r| r.parse().expect("RUNS"));
-    let embedder =
-        SentenceEmbedder::load(&models.join("all-MiniLM-L6-v2"), &EmbedderOptions::default())
-            .expect("all-MiniLM-L6-v2");
+    let embedder = SentenceEmbedder::load(
+        &models.join("all-MiniLM-L6-v2"),
+        &EmbedderOptions::default(),
+    )
+    .expect("all-MiniLM-L6-v2");
     let sentence = "The quick brown fox jumps over the lazy dog near the river bank.";
     for _ in 0..5 {
         embedder.embed(&[sentence]).unwrap();
@@ -38,7 +40,10 @@ fn main() {
     let bytes = std::fs::read(models.join("SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf"))
         .expect("SmolLM2 gguf");
     let chat = Rc::new(ChatModel::from_gguf_bytes(bytes).unwrap());
-    let messages = [ChatMessage::new("user", "Write a short story about a lighthouse keeper.")];
+    let messages = [ChatMessage::new(
+        "user",
+        "Write a short story about a lighthouse keeper.",
+    )];
     let options = ReplyOptions {
         max_tokens: 64,
         temperature: 0.0,

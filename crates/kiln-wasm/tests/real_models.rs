@@ -42,7 +42,10 @@ fn minilm_from_bytes_equals_minilm_from_disk() {
     assert_eq!(files.count(), 6);
     let from_bytes = load_embedder(&files).unwrap();
     let from_disk = SentenceEmbedder::load(&dir, &EmbedderOptions::default()).unwrap();
-    let texts = ["The cat sits on the mat.", "Stock markets fell sharply today."];
+    let texts = [
+        "The cat sits on the mat.",
+        "Stock markets fell sharply today.",
+    ];
     assert_eq!(from_bytes.dimension(), 384);
     assert!(from_bytes.normalizes());
     assert_eq!(
