@@ -57,7 +57,8 @@ if [ ! -x "$BINDGEN" ] || [ "$("$BINDGEN" --version | awk '{print $2}')" != "$VE
 fi
 
 echo "== cargo build -p kiln-wasm (release, wasm32, simd128: $([ "$SIMD" = 1 ] && echo on || echo off))"
-# These flags replace .cargo/config.toml's for the wasm target, so both are given here.
+# RUSTFLAGS replaces .cargo/config.toml's flags for the wasm target (CARGO_TARGET_<triple>_RUSTFLAGS
+# would be merged with them, and simd128 could not be turned off), so all are given here.
 FLAGS='--cfg getrandom_backend="wasm_js"'
 if [ "$SIMD" = 1 ]; then
   FLAGS="$FLAGS -C target-feature=+simd128"
@@ -66,7 +67,7 @@ else
   # A separate target folder, so the two builds do not keep rebuilding each other.
   WASM_TARGET_DIR="$TARGET_DIR/wasm-nosimd"
 fi
-CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="$FLAGS" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
+RUSTFLAGS="$FLAGS" CARGO_TARGET_DIR="$WASM_TARGET_DIR" \
   cargo build --release --locked -p kiln-wasm --target wasm32-unknown-unknown
 
 echo "== wasm-bindgen --target web -> $OUT"
