@@ -307,17 +307,19 @@ fn loading_from_files_in_memory_equals_loading_the_directory() {
 #[test]
 fn loading_from_files_in_memory_names_a_missing_file() {
     let (d, _) = model_with(&TinyBertSpec::default());
-    let mut files = files_of(d.path());
+    let all = files_of(d.path());
+    let mut files = all.clone();
     files.remove("tokenizer.json");
     let get = |name: &str| files.get(name).map(Vec::as_slice);
     let err = SentenceEmbedder::from_files(&get, &EmbedderOptions::default())
         .err()
         .expect("no tokenizer");
     assert!(err.to_string().contains("tokenizer.json"), "{err}");
+    let mut files = all;
     files.remove("1_Pooling/config.json");
     let get = |name: &str| files.get(name).map(Vec::as_slice);
     let err = SentenceEmbedder::from_files(&get, &EmbedderOptions::default())
         .err()
         .expect("no pooling config");
-    assert!(err.to_string().contains("config.json"), "{err}");
+    assert!(err.to_string().contains("1_Pooling"), "{err}");
 }
