@@ -29,7 +29,8 @@ target/e2e-venv/bin/python scripts/e2e/openai_client.py --kiln target/release/ki
 target/e2e-venv/bin/python scripts/e2e/openai_auth.py --kiln target/release/kiln --model models/all-MiniLM-L6-v2
 
 echo "== WebAssembly: clippy for wasm32, the kernels' SIMD128 paths tested in Node (wasm32-wasip1)"
-cargo clippy --release -p kiln-wasm --target wasm32-unknown-unknown --quiet -- -D warnings
+rustup target add wasm32-unknown-unknown wasm32-wasip1 >/dev/null
+cargo clippy --release -p kiln-wasm -p kiln-kernels --target wasm32-unknown-unknown --quiet -- -D warnings
 CARGO_TARGET_WASM32_WASIP1_RUNNER="node $PWD/scripts/wasi-run.mjs" \
   CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="-C target-feature=+simd128" \
   cargo test --release --quiet -p kiln-kernels --lib --target wasm32-wasip1
