@@ -31,7 +31,17 @@ target/e2e-venv/bin/python scripts/e2e/openai_auth.py --kiln target/release/kiln
 echo "== schemathesis: generated requests against kiln's own /openapi.json on a live server"
 bash scripts/e2e/schemathesis.sh target/release/kiln
 
-echo "== browser: the playground page in headless chromium against kiln serve"
+echo "== WebAssembly: clippy for wasm32, the kernels' SIMD128 paths tested in Node (wasm32-wasip1)"
+rustup target add wasm32-unknown-unknown wasm32-wasip1 >/dev/null
+cargo clippy --release -p kiln-wasm -p kiln-kernels --target wasm32-unknown-unknown --quiet -- -D warnings
+CARGO_TARGET_WASM32_WASIP1_RUNNER="node $PWD/scripts/wasi-run.mjs" \
+  CARGO_TARGET_WASM32_WASIP1_RUSTFLAGS="-C target-feature=+simd128" \
+  cargo test --release --quiet -p kiln-kernels --lib --target wasm32-wasip1
+
+echo "== WebAssembly: the playground's package (scripts/build-wasm.sh -> target/wasm-pkg)"
+bash scripts/build-wasm.sh
+
+echo "== browser: the playground page in headless chromium against kiln serve (server and WASM modes)"
 (cd scripts/browser && { [ -d node_modules/playwright-core ] || npm ci --silent --no-audit --no-fund; } \
   && node playground.test.mjs "$PWD/../../target/release/kiln")
 

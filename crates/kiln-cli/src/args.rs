@@ -182,6 +182,11 @@ pub struct ServeArgs {
     /// Pooling to use for models without sentence-transformers files (mean, cls, max, ...).
     #[arg(long)]
     pub pooling: Option<kiln_core::PoolingMode>,
+    /// Folder of the WebAssembly package served at /wasm/ for the playground's in-browser mode
+    /// (the output of scripts/build-wasm.sh). Default: target/wasm-pkg under the current
+    /// directory, then wasm-pkg next to the binary's folder (target/release/../wasm-pkg).
+    #[arg(long)]
+    pub wasm_dir: Option<std::path::PathBuf>,
     /// Model source options.
     #[command(flatten)]
     pub source: ModelArgs,

@@ -111,7 +111,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
             "listening on http://{local} (playground: http://{local}/, models: {})",
             state.models.names().join(", ")
         );
-        let app = crate::serve_auth::wrap(kiln_server::router(state), auth.as_ref());
+        let options = kiln_server::RouterOptions {
+            wasm_dirs: wasm_dirs(args.wasm_dir.as_deref()),
+        };
+        let app = crate::serve_auth::wrap(kiln_server::router_with(state, options), auth.as_ref());
         // On SIGTERM or Ctrl-C: report not ready, stop accepting, let in-flight requests and
         // streams finish for up to --shutdown-timeout, then close what remains.
         let (began_tx, mut began) = tokio::sync::watch::channel(false);
@@ -163,4 +166,22 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Where `/wasm/` looks for the WebAssembly package: the `--wasm-dir` folder, or by default
+/// `target/wasm-pkg` under the current directory, then `wasm-pkg` beside the binary's folder.
+fn wasm_dirs(flag: Option<&std::path::Path>) -> Vec<std::path::PathBuf> {
+    if let Some(dir) = flag {
+        return vec![dir.to_path_buf()];
+    }
+    let mut dirs = vec![std::path::PathBuf::from("target/wasm-pkg")];
+    if let Some(bin_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|p| p.to_path_buf()))
+    {
+        if let Some(up) = bin_dir.parent() {
+            dirs.push(up.join("wasm-pkg"));
+        }
+    }
+    dirs
 }

@@ -22,12 +22,22 @@ impl ChatModel {
         if path.is_dir() {
             return Self::load_hf(path);
         }
-        let file = GgufFile::read(path)?;
+        Self::from_gguf(GgufFile::read(path)?)
+    }
+
+    /// Loads a model from the bytes of a `.gguf` file (for targets without a filesystem).
+    pub fn from_gguf_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::from_gguf(GgufFile::parse(Path::new("model.gguf"), bytes)?)
+    }
+
+    /// Loads a model from a parsed GGUF file.
+    pub fn from_gguf(file: GgufFile) -> Result<Self> {
+        let path = file.path().to_path_buf();
         let tokenizer = GgufTokenizer::from_gguf(&file)?;
         let model = LlamaModel::load(&file)?;
         if tokenizer.vocab_size() != model.config().vocab_size {
             return Err(Error::weights(
-                path,
+                &path,
                 "the tokenizer and the embeddings disagree on the vocabulary size",
             ));
         }

@@ -84,7 +84,58 @@ impl SentenceEmbedder {
         })
     }
 
-    /// The directory the model was loaded from.
+    /// Loads a model from its files held in memory: `file(name)` returns the bytes of the file
+    /// `name` (a path inside the model directory: `config.json`, `tokenizer.json`,
+    /// `model.safetensors` or `pytorch_model.bin`, and the sentence-transformers files
+    /// `modules.json`, `1_Pooling/config.json`, `sentence_bert_config.json` when the model has
+    /// them), or `None` when there is no such file. For targets without a filesystem (wasm).
+    pub fn from_files<'a>(
+        file: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+        options: &EmbedderOptions,
+    ) -> Result<Self> {
+        let dir = PathBuf::from("(files in memory)");
+        let need = |name: &str, hint: &str| {
+            file(name).ok_or_else(|| Error::MissingFile {
+                dir: dir.clone(),
+                file: name.into(),
+                hint: hint.into(),
+            })
+        };
+        let config = BertConfig::from_bytes(
+            Path::new("config.json"),
+            need("config.json", "a Hugging Face model directory has one")?,
+        )?;
+        let tokenizer_json = need(
+            "tokenizer.json",
+            "kiln needs the fast-tokenizer file; save it with tokenizer.save_pretrained()",
+        )?;
+        let pipeline = SentencePipeline::from_files(file, options.pooling)?;
+        let (weights_name, weights_bytes) = WEIGHT_FILES
+            .iter()
+            .find_map(|&f| file(f).map(|b| (f, b)))
+            .ok_or_else(|| Error::MissingFile {
+                dir: dir.clone(),
+                file: WEIGHT_FILES.join(" or "),
+                hint: "no weights found".into(),
+            })?;
+        let weights = TensorMap::parse(Path::new(weights_name), weights_bytes)?;
+        let model = BertModel::load(config, &weights)?;
+        drop(weights);
+        let max_len = pipeline
+            .max_seq_length
+            .unwrap_or(usize::MAX)
+            .min(model.config().max_position_embeddings);
+        let tokenizer = TextTokenizer::from_bytes(tokenizer_json, max_len, pipeline.lowercase)
+            .map_err(|e| Error::config(Path::new("tokenizer.json"), e.to_string()))?;
+        Ok(Self {
+            dir,
+            tokenizer,
+            model,
+            pipeline,
+        })
+    }
+
+    /// The directory the model was loaded from (`(files in memory)` for [`Self::from_files`]).
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -81,6 +81,23 @@ impl SamplingParams {
     }
 }
 
+/// A seed from the clock.
+#[cfg(not(target_arch = "wasm32"))]
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5EED, |d| d.as_nanos() as u64)
+}
+
+/// wasm32-unknown-unknown has no clock in `std` (`SystemTime::now` panics there): a counter
+/// keeps successive samplers apart; callers that want fresh randomness pass a seed.
+#[cfg(target_arch = "wasm32")]
+fn clock_seed() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0x5EED);
+    NEXT.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+}
+
 /// A sampler with its own random state.
 #[derive(Debug, Clone)]
 pub struct Sampler {
@@ -91,11 +108,7 @@ pub struct Sampler {
 impl Sampler {
     /// A sampler for `params`, seeded from `params.seed` or the clock.
     pub fn new(params: SamplingParams) -> Self {
-        let seed = params.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0x5EED, |d| d.as_nanos() as u64)
-        });
+        let seed = params.seed.unwrap_or_else(clock_seed);
         Self {
             params,
             state: seed,

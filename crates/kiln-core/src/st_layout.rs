@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::pooling::PoolingMode;
 use serde::Deserialize;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// What the sentence-transformers files of a model directory say about its pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,9 +53,53 @@ struct SentenceBertConfig {
     do_lower_case: bool,
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::config(path, e.to_string()))
+/// Where the pipeline's files come from: a directory on disk, or files held in memory.
+enum Source<'a> {
+    Dir(&'a Path),
+    Memory(&'a dyn Fn(&str) -> Option<&'a [u8]>),
+}
+
+impl Source<'_> {
+    /// The path that labels `name` in errors.
+    fn path(&self, name: &str) -> PathBuf {
+        match self {
+            Source::Dir(dir) => dir.join(name),
+            Source::Memory(_) => PathBuf::from(name),
+        }
+    }
+
+    /// Whether the model has the file `name` (a path relative to the model directory).
+    fn exists(&self, name: &str) -> bool {
+        match self {
+            Source::Dir(dir) => dir.join(name).exists(),
+            Source::Memory(get) => get(name).is_some(),
+        }
+    }
+
+    /// Parses the JSON file `name`.
+    fn json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T> {
+        let path = self.path(name);
+        let bytes = match self {
+            Source::Dir(_) => std::fs::read(&path).map_err(|e| Error::io(&path, e))?,
+            Source::Memory(get) => get(name)
+                .ok_or_else(|| {
+                    Error::io(
+                        &path,
+                        std::io::Error::new(std::io::ErrorKind::NotFound, "file not given"),
+                    )
+                })?
+                .to_vec(),
+        };
+        serde_json::from_slice(&bytes).map_err(|e| Error::config(&path, e.to_string()))
+    }
+
+    /// The model directory, for error messages.
+    fn dir(&self) -> PathBuf {
+        match self {
+            Source::Dir(dir) => dir.to_path_buf(),
+            Source::Memory(_) => PathBuf::from("(files in memory)"),
+        }
+    }
 }
 
 impl SentencePipeline {
@@ -64,19 +108,33 @@ impl SentencePipeline {
     /// Without `modules.json` the directory is a plain Hugging Face model; then `fallback`
     /// pooling must be given (normalization off), since guessing would silently change results.
     pub fn read(dir: &Path, fallback: Option<PoolingMode>) -> Result<Self> {
+        Self::from_source(&Source::Dir(dir), fallback)
+    }
+
+    /// Like [`Self::read`], with the files in memory: `file("modules.json")`,
+    /// `file("1_Pooling/config.json")`, ... return a file's bytes, or `None` when the model has
+    /// no such file.
+    pub fn from_files<'a>(
+        file: &'a dyn Fn(&str) -> Option<&'a [u8]>,
+        fallback: Option<PoolingMode>,
+    ) -> Result<Self> {
+        Self::from_source(&Source::Memory(file), fallback)
+    }
+
+    fn from_source(src: &Source<'_>, fallback: Option<PoolingMode>) -> Result<Self> {
         let (max_seq_length, lowercase) = {
-            let p = dir.join("sentence_bert_config.json");
-            if p.exists() {
-                let c: SentenceBertConfig = read_json(&p)?;
+            let name = "sentence_bert_config.json";
+            if src.exists(name) {
+                let c: SentenceBertConfig = src.json(name)?;
                 (c.max_seq_length, c.do_lower_case)
             } else {
                 (None, false)
             }
         };
-        let modules_path = dir.join("modules.json");
-        if !modules_path.exists() {
+        let modules_path = src.path("modules.json");
+        if !src.exists("modules.json") {
             let pooling = fallback.ok_or_else(|| Error::MissingFile {
-                dir: dir.to_path_buf(),
+                dir: src.dir(),
                 file: "modules.json".into(),
                 hint: "this is not a sentence-transformers model; choose a pooling mode explicitly (--pooling mean|cls|max)".into(),
             })?;
@@ -87,7 +145,7 @@ impl SentencePipeline {
                 lowercase,
             });
         }
-        let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
+        let modules: Vec<ModuleEntry> = src.json("modules.json")?;
         let mut pooling = None;
         let mut normalize = false;
         let mut saw_transformer = false;
@@ -95,7 +153,7 @@ impl SentencePipeline {
             let kind = m.kind.rsplit('.').next().unwrap_or(&m.kind);
             match kind {
                 "Transformer" => saw_transformer = true,
-                "Pooling" => pooling = Some(read_pooling(&dir.join(&m.path), &modules_path)?),
+                "Pooling" => pooling = Some(read_pooling(src, &m.path, &modules_path)?),
                 "Normalize" => normalize = true,
                 other => {
                     return Err(Error::Unsupported(format!(
@@ -127,16 +185,21 @@ impl SentencePipeline {
     }
 }
 
-fn read_pooling(dir: &Path, modules_path: &Path) -> Result<Vec<PoolingMode>> {
-    let path = dir.join("config.json");
-    if !path.exists() {
+fn read_pooling(src: &Source<'_>, module: &str, modules_path: &Path) -> Result<Vec<PoolingMode>> {
+    let name = if module.is_empty() {
+        "config.json".to_string()
+    } else {
+        format!("{}/config.json", module.trim_end_matches('/'))
+    };
+    let path = src.path(&name);
+    if !src.exists(&name) {
         return Err(Error::MissingFile {
-            dir: dir.to_path_buf(),
+            dir: src.path(module),
             file: "config.json".into(),
             hint: format!("{} lists a Pooling module here", modules_path.display()),
         });
     }
-    let c: PoolingConfig = read_json(&path)?;
+    let c: PoolingConfig = src.json(&name)?;
     if c.pooling_mode_weightedmean_tokens {
         return Err(Error::Unsupported(format!(
             "{}: weighted-mean pooling",

@@ -252,3 +252,74 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Every file of a model directory, by its path inside the directory (`/`-separated).
+fn files_of(dir: &Path) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut out = std::collections::HashMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let name = p
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace('\\', "/");
+                out.insert(name, std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn loading_from_files_in_memory_equals_loading_the_directory() {
+    for spec in [
+        TinyBertSpec::default(),
+        TinyBertSpec {
+            normalize: false,
+            ..TinyBertSpec::default()
+        },
+    ] {
+        let (d, from_dir) = model_with(&spec);
+        let files = files_of(d.path());
+        assert!(
+            files.contains_key("1_Pooling/config.json"),
+            "{:?}",
+            files.keys()
+        );
+        let get = |name: &str| files.get(name).map(Vec::as_slice);
+        let from_mem = SentenceEmbedder::from_files(&get, &EmbedderOptions::default()).unwrap();
+        assert_eq!(from_mem.pipeline(), from_dir.pipeline());
+        assert_eq!(from_mem.max_tokens(), from_dir.max_tokens());
+        let texts = ["the cat sat on the mat", "a dog"];
+        assert_eq!(
+            from_mem.embed(&texts).unwrap(),
+            from_dir.embed(&texts).unwrap()
+        );
+    }
+}
+
+#[test]
+fn loading_from_files_in_memory_names_a_missing_file() {
+    let (d, _) = model_with(&TinyBertSpec::default());
+    let all = files_of(d.path());
+    let mut files = all.clone();
+    files.remove("tokenizer.json");
+    let get = |name: &str| files.get(name).map(Vec::as_slice);
+    let err = SentenceEmbedder::from_files(&get, &EmbedderOptions::default())
+        .err()
+        .expect("no tokenizer");
+    assert!(err.to_string().contains("tokenizer.json"), "{err}");
+    let mut files = all;
+    files.remove("1_Pooling/config.json");
+    let get = |name: &str| files.get(name).map(Vec::as_slice);
+    let err = SentenceEmbedder::from_files(&get, &EmbedderOptions::default())
+        .err()
+        .expect("no pooling config");
+    assert!(err.to_string().contains("1_Pooling"), "{err}");
+}

@@ -3,8 +3,8 @@
 //! The input holds the rows of several sequences back to back (no padding); each row is
 //! `[q | k | v]`, each `heads * head_dim` wide. Each sequence attends only to itself.
 
+use crate::parallel::prelude::*;
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
-use rayon::prelude::*;
 
 /// Shape of a bidirectional attention call.
 #[derive(Debug, Clone, Copy)]

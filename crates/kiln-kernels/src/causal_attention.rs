@@ -4,9 +4,9 @@
 //! arithmetic for an `f16` cache). Rows are independent and split over threads when the work
 //! is large (long prompts).
 
+use crate::parallel::prelude::*;
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
 use crate::quant::round_to_f16;
-use rayon::prelude::*;
 
 /// Shape and arithmetic of a cached causal attention call.
 #[derive(Debug, Clone, Copy)]

@@ -5,9 +5,9 @@
 //! Matching llama.cpp's arithmetic keeps kiln's logits within float rounding of llama.cpp's,
 //! and the weights stay 4-8 bits wide in memory.
 
+use crate::parallel::prelude::*;
 use crate::parallel::threads;
 use crate::quant_blocks::{self as blocks, quantize_row_q8_k, Q8KRow, K_BLOCK};
-use rayon::prelude::*;
 
 /// Values per quantization block.
 pub const BLOCK: usize = 32;
@@ -499,9 +499,110 @@ fn dot(format: QuantFormat, w: &[u8], x: &Activations) -> f32 {
             }
         };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        return match format {
+            QuantFormat::Q4_1 => wasm_simd::dot_q4_1(w, &x.d, &x.s, &x.q),
+            _ => wasm_simd::dot_q8_0(w, &x.d, &x.q),
+        };
+    }
+    #[allow(unreachable_code)]
     match format {
         QuantFormat::Q4_1 => dot_q4_1(w, &x.d, &x.s, &x.q),
         _ => dot_q8_0(w, &x.d, &x.q),
+    }
+}
+
+/// wasm SIMD128 integer dot products: 8-bit products widened to 16 bits and summed pairwise
+/// into 32-bit lanes (exact), scaled per block in f32 lanes.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm_simd {
+    use super::{f16, BLOCK};
+    use core::arch::wasm32::*;
+
+    /// Sum of the four lanes.
+    #[inline(always)]
+    fn hsum(v: v128) -> f32 {
+        f32x4_extract_lane::<0>(v)
+            + f32x4_extract_lane::<1>(v)
+            + f32x4_extract_lane::<2>(v)
+            + f32x4_extract_lane::<3>(v)
+    }
+
+    /// Σ of the sixteen signed 8-bit products `a[i] · b[i]`, in four 32-bit lanes (exact: each
+    /// 16-bit product fits, and pairs are added after widening to 32 bits).
+    #[inline(always)]
+    fn dot16(a: v128, b: v128) -> v128 {
+        i32x4_add(
+            i32x4_extadd_pairwise_i16x8(i16x8_extmul_low_i8x16(a, b)),
+            i32x4_extadd_pairwise_i16x8(i16x8_extmul_high_i8x16(a, b)),
+        )
+    }
+
+    /// Q4_1 weights against Q8_1 activations (same sums as the scalar `dot_q4_1`).
+    ///
+    /// # Panics
+    /// If `d`, `s` or `q` are shorter than `w`'s blocks need.
+    pub fn dot_q4_1(w: &[u8], d: &[f32], s: &[f32], q: &[i8]) -> f32 {
+        let n = w.len() / 20;
+        assert!(d.len() >= n && s.len() >= n && q.len() >= n * BLOCK);
+        let mask = u8x16_splat(0x0f);
+        let mut acc = f32x4_splat(0.0);
+        let mut summs = 0.0f32;
+        for b in 0..n {
+            let blk = &w[b * 20..b * 20 + 20];
+            let (dw, mw) = (f16([blk[0], blk[1]]), f16([blk[2], blk[3]]));
+            summs += mw * s[b];
+            // SAFETY: `blk` holds 20 bytes, so 16 from offset 4 are inside it; `q` holds at
+            // least 32 (b + 1) values (asserted), so both 16-byte loads at 32 b are inside it.
+            // v128_load accepts unaligned addresses.
+            let (raw, qx0, qx1) = unsafe {
+                (
+                    v128_load(blk.as_ptr().add(4) as *const v128),
+                    v128_load(q.as_ptr().add(b * BLOCK) as *const v128),
+                    v128_load(q.as_ptr().add(b * BLOCK + 16) as *const v128),
+                )
+            };
+            // Nibbles 0..15 read as signed bytes are still 0..15.
+            let lo = v128_and(raw, mask);
+            let hi = u8x16_shr(raw, 4);
+            let p = i32x4_add(dot16(lo, qx0), dot16(hi, qx1));
+            acc = f32x4_add(
+                acc,
+                f32x4_mul(f32x4_splat(dw * d[b]), f32x4_convert_i32x4(p)),
+            );
+        }
+        hsum(acc) + summs
+    }
+
+    /// Q8_0 weights against Q8_0 activations (same sums as the scalar `dot_q8_0`).
+    ///
+    /// # Panics
+    /// If `d` or `q` are shorter than `w`'s blocks need.
+    pub fn dot_q8_0(w: &[u8], d: &[f32], q: &[i8]) -> f32 {
+        let n = w.len() / 34;
+        assert!(d.len() >= n && q.len() >= n * BLOCK);
+        let mut acc = f32x4_splat(0.0);
+        for b in 0..n {
+            let blk = &w[b * 34..b * 34 + 34];
+            let dw = f16([blk[0], blk[1]]);
+            // SAFETY: `blk` holds 34 bytes, so 2 x 16 from offset 2 are inside it; `q` holds at
+            // least 32 (b + 1) values (asserted). v128_load accepts unaligned addresses.
+            let (w0, w1, qx0, qx1) = unsafe {
+                (
+                    v128_load(blk.as_ptr().add(2) as *const v128),
+                    v128_load(blk.as_ptr().add(18) as *const v128),
+                    v128_load(q.as_ptr().add(b * BLOCK) as *const v128),
+                    v128_load(q.as_ptr().add(b * BLOCK + 16) as *const v128),
+                )
+            };
+            let p = i32x4_add(dot16(w0, qx0), dot16(w1, qx1));
+            acc = f32x4_add(
+                acc,
+                f32x4_mul(f32x4_splat(dw * d[b]), f32x4_convert_i32x4(p)),
+            );
+        }
+        hsum(acc)
     }
 }
 

@@ -22,5 +22,5 @@ pub mod state;
 pub use limits::Limits;
 pub use model_files::ModelFiles;
 pub use registry::ModelRegistry;
-pub use routes::router;
+pub use routes::{router, router_with, RouterOptions};
 pub use state::AppState;

@@ -163,3 +163,55 @@ async fn serves_the_playground_page_and_its_assets() {
     assert_eq!(s, StatusCode::OK);
     assert!(content_type.starts_with("text/css"));
 }
+
+fn app_with_wasm(dirs: Vec<std::path::PathBuf>) -> Router {
+    let state = AppState::new(
+        ModelRegistry::new(),
+        Arc::new(Metrics::new()),
+        Limits::default(),
+    );
+    kiln_server::router_with(state, kiln_server::RouterOptions { wasm_dirs: dirs })
+}
+
+#[tokio::test]
+async fn serves_the_wasm_package_with_its_content_types() {
+    let empty = tempfile::tempdir().unwrap();
+    let pkg = tempfile::tempdir().unwrap();
+    std::fs::write(pkg.path().join("kiln_wasm.js"), "export default 1;").unwrap();
+    std::fs::write(pkg.path().join("kiln_wasm_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    std::fs::write(pkg.path().join("other.txt"), "not served").unwrap();
+    // The first folder lacks the files, the second has them.
+    let router = app_with_wasm(vec![empty.path().to_path_buf(), pkg.path().to_path_buf()]);
+    let (s, ct, bytes) = get(&router, "/wasm/kiln_wasm_bg.wasm").await;
+    assert_eq!((s, ct.as_str()), (StatusCode::OK, "application/wasm"));
+    assert_eq!(bytes, b"\0asm\x01\0\0\0");
+    let (s, ct, _) = get(&router, "/wasm/kiln_wasm.js").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/javascript"), "{ct}");
+    for uri in ["/wasm/other.txt", "/wasm/..%2Fkiln_wasm.js"] {
+        let (s, _, bytes) = get(&router, uri).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{uri}");
+        assert!(!String::from_utf8_lossy(&bytes).contains("not served"));
+    }
+    let (s, ct, _) = get(&router, "/playground-worker.js").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(ct.starts_with("text/javascript"), "{ct}");
+}
+
+#[tokio::test]
+async fn a_missing_wasm_build_is_a_clear_404() {
+    let empty = tempfile::tempdir().unwrap();
+    for router in [
+        app_with_wasm(vec![empty.path().to_path_buf()]),
+        app_with_wasm(Vec::new()),
+    ] {
+        let (s, _, bytes) = get(&router, "/wasm/kiln_wasm_bg.wasm").await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let body = json(&bytes);
+        assert_eq!(body["error"]["code"], "wasm_not_built", "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("scripts/build-wasm.sh"));
+    }
+}

@@ -60,9 +60,14 @@ fn default_pos() -> String {
 impl BertConfig {
     /// Reads and validates `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// Parses and validates the bytes of a `config.json`; `path` only labels errors.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let cfg: BertConfig =
-            serde_json::from_str(&text).map_err(|e| Error::config(path, e.to_string()))?;
+            serde_json::from_slice(bytes).map_err(|e| Error::config(path, e.to_string()))?;
         cfg.validate(path)?;
         Ok(cfg)
     }

@@ -133,6 +133,19 @@ impl TensorMap {
         }
     }
 
+    /// Parses the bytes of a weights file, choosing the reader by the file name in `path`
+    /// (which only names the format and labels errors): `.safetensors`, or a PyTorch checkpoint.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => safetensors::parse(path, bytes),
+            Some("bin") | Some("pt") | Some("pth") => pickle::parse_checkpoint(path, bytes),
+            _ => Err(Error::weights(
+                path,
+                "unknown weights format (expected .safetensors, .bin, .pt or .pth)",
+            )),
+        }
+    }
+
     /// The file these tensors came from.
     pub fn path(&self) -> &Path {
         &self.path

@@ -1,12 +1,16 @@
 //! Dense layers: `y = x · Wᵀ + b`, with `W` packed at load time for the kernel this CPU runs.
 //!
 //! On AVX-512 machines the weights are packed in 32-column panels for kiln's own micro-kernel
-//! (`avx512.rs`); elsewhere (and on wasm) the `gemm` crate multiplies the transposed weights.
+//! (`avx512.rs`); on wasm with SIMD128 kiln's own SIMD128 kernel (`wasm_simd.rs`) multiplies
+//! the transposed weights; elsewhere the `gemm` crate does.
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm_simd;
 
 use crate::cpu::{simd_level, SimdLevel};
+#[cfg(not(target_arch = "wasm32"))]
 use crate::parallel::{threads, PARALLEL_FLOP_THRESHOLD};
 
 /// A dense layer whose weight is stored transposed (`[in, out]`, row-major), and packed in
@@ -18,10 +22,12 @@ pub struct Linear {
     /// `W` transposed: `in_features` rows of `out_features` values.
     weight_t: Vec<f32>,
     bias: Option<Vec<f32>>,
+    #[cfg(target_arch = "x86_64")]
     packed: Option<Packed>,
 }
 
 /// Weights in panels of 32 output columns (zero-padded), with the bias padded alike.
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone)]
 struct Packed {
     panels: Vec<f32>,
@@ -29,8 +35,10 @@ struct Packed {
 }
 
 /// Width of a packed panel.
+#[cfg(target_arch = "x86_64")]
 const PANEL: usize = 32;
 
+#[cfg(target_arch = "x86_64")]
 impl Packed {
     fn new(weight_t: &[f32], bias: Option<&[f32]>, k: usize, n: usize) -> Self {
         let count = n.div_ceil(PANEL);
@@ -54,14 +62,18 @@ impl Packed {
 }
 
 /// A raw output pointer shared by threads that write disjoint column ranges.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
+#[cfg(target_arch = "x86_64")]
 // SAFETY: the pointer is only dereferenced inside `forward_packed`, where each thread writes a
 // disjoint set of output columns while the owning `&mut [f32]` is borrowed for the call.
 unsafe impl Send for SharedOut {}
+#[cfg(target_arch = "x86_64")]
 // SAFETY: as above; no two threads touch the same element.
 unsafe impl Sync for SharedOut {}
 
+#[cfg(target_arch = "x86_64")]
 impl SharedOut {
     /// The pointer (a method, so closures capture the whole `Sync` wrapper).
     fn get(&self) -> *mut f32 {
@@ -109,13 +121,17 @@ impl Linear {
         bias: Option<Vec<f32>>,
         level: SimdLevel,
     ) -> Self {
+        #[cfg(target_arch = "x86_64")]
         let packed = (level == SimdLevel::Avx512)
             .then(|| Packed::new(&weight_t, bias.as_deref(), in_features, out_features));
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = level;
         Self {
             in_features,
             out_features,
             weight_t,
             bias,
+            #[cfg(target_arch = "x86_64")]
             packed,
         }
     }
@@ -166,9 +182,19 @@ impl Linear {
         if rows == 0 {
             return;
         }
+        #[cfg(target_arch = "x86_64")]
         if let Some(packed) = &self.packed {
             return self.forward_packed(packed, x, rows, out);
         }
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        return wasm_simd::forward(x, rows, k, &self.weight_t, n, self.bias.as_deref(), out);
+        #[allow(unreachable_code)]
+        self.forward_gemm(x, rows, out)
+    }
+
+    /// The portable path: the `gemm` crate on the transposed weight (rayon threads on native).
+    fn forward_gemm(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        let (k, n) = (self.in_features, self.out_features);
         let read_dst = if let Some(b) = &self.bias {
             for row in out.chunks_exact_mut(n) {
                 row.copy_from_slice(b);
@@ -177,12 +203,14 @@ impl Linear {
         } else {
             false
         };
-        let flops = 2 * rows * k * n;
-        let parallelism = if flops >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
+        #[cfg(not(target_arch = "wasm32"))]
+        let parallelism = if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && threads() > 1 {
             gemm::Parallelism::Rayon(threads())
         } else {
             gemm::Parallelism::None
         };
+        #[cfg(target_arch = "wasm32")]
+        let parallelism = gemm::Parallelism::None;
         // SAFETY: all three matrices are valid for the strides and sizes given: `out` holds
         // `rows * n` values with row stride `n`, `x` holds `rows * k` with row stride `k`,
         // `weight_t` holds `k * n` with row stride `n` (asserted above and at construction);
@@ -213,6 +241,7 @@ impl Linear {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 impl Linear {
     /// The AVX-512 path: threads split the panels; each walks row blocks over its panels.
     fn forward_packed(&self, packed: &Packed, x: &[f32], rows: usize, out: &mut [f32]) {
@@ -333,6 +362,7 @@ mod tests {
                 Some(b.clone()),
                 SimdLevel::Baseline,
             );
+            #[cfg(target_arch = "x86_64")]
             assert!(portable.packed.is_none());
             for lin in [&best, &portable] {
                 let mut out = vec![f32::NAN; rows * n];

@@ -9,12 +9,20 @@ use axum::response::{IntoResponse, Response};
 use kiln_store::ApiKeySecret;
 use std::time::Instant;
 
-/// Routes that answer without a key: probes, the playground's static page (it holds no data;
-/// its API calls need a key like any other) and (unless configured) metrics.
+/// Routes that answer without a key: probes, the playground's static page and the code of its
+/// in-browser mode (they hold no data; its API calls, model files included, need a key like
+/// any other) and (unless configured) metrics.
 fn is_open(path: &str, metrics_require_auth: bool) -> bool {
     path == "/health"
         || path.starts_with("/health/")
-        || matches!(path, "/" | "/playground.js" | "/playground.css")
+        || matches!(
+            path,
+            "/" | "/playground.js"
+                | "/playground.css"
+                | "/playground-worker.js"
+                | "/wasm/kiln_wasm.js"
+                | "/wasm/kiln_wasm_bg.wasm"
+        )
         || (path == "/metrics" && !metrics_require_auth)
 }
 
@@ -166,6 +174,8 @@ mod tests {
         assert!(!is_open("/metrics", true));
         assert!(!is_open("/healthz", false));
         assert!(is_open("/", false) && is_open("/playground.js", false));
+        assert!(is_open("/wasm/kiln_wasm_bg.wasm", false));
+        assert!(!is_open("/wasm/other", false));
         assert!(!is_open("/v1/models/m/files", false));
         assert!(!is_open("/v1/embeddings", false));
     }

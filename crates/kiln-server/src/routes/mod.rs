@@ -8,6 +8,7 @@ mod models;
 mod openapi;
 mod playground;
 mod tei;
+mod wasm_pkg;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -18,12 +19,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use futures_util::StreamExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use openapi::description as openapi_description;
 
+/// Choices about the routes beyond the shared state.
+#[derive(Debug, Clone, Default)]
+pub struct RouterOptions {
+    /// Folders searched, in order, for the WebAssembly package served at `/wasm/` (the
+    /// output of `scripts/build-wasm.sh`); empty: `/wasm/` always answers 404.
+    pub wasm_dirs: Vec<PathBuf>,
+}
+
 /// The full router: API routes, body limit, request metrics and request ids.
 pub fn router(state: AppState) -> Router {
+    router_with(state, RouterOptions::default())
+}
+
+/// [`router`] with `options`.
+pub fn router_with(state: AppState, options: RouterOptions) -> Router {
     Router::new()
         .route("/v1/embeddings", post(embeddings::create))
         .route("/v1/chat/completions", post(chat::chat_completions))
@@ -33,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{id}/files", get(files::list))
         .route("/v1/models/{id}/files/{*name}", get(files::download))
         .merge(playground::routes())
+        .merge(wasm_pkg::routes(options.wasm_dirs))
         .route("/health", get(health::health))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))

@@ -9,13 +9,16 @@ use axum::Router;
 const INDEX_HTML: &str = include_str!("playground/index.html");
 const PLAYGROUND_JS: &str = include_str!("playground/playground.js");
 const PLAYGROUND_CSS: &str = include_str!("playground/playground.css");
+const WORKER_JS: &str = include_str!("playground/playground-worker.js");
 
-/// `/`, `/playground.js` and `/playground.css`.
+/// `/`, `/playground.js`, `/playground.css` and `/playground-worker.js` (the in-browser mode's
+/// Web Worker; the WebAssembly package it imports is served at `/wasm/`).
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(index))
         .route("/playground.js", get(script))
         .route("/playground.css", get(style))
+        .route("/playground-worker.js", get(worker))
 }
 
 async fn index() -> impl IntoResponse {
@@ -36,5 +39,12 @@ async fn style() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
         PLAYGROUND_CSS,
+    )
+}
+
+async fn worker() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        WORKER_JS,
     )
 }
