@@ -2,8 +2,9 @@
 # Load and soak: 10,000 embedding requests at 64 concurrent connections, then 200 streamed chat
 # completions at 16, against one `kiln serve` holding both models, with deliberately small
 # queues so that overflow happens and must be answered 429 (never 5xx, never a dropped
-# connection). kiln's resident memory is sampled before, at peak and after; it must come back
-# to its baseline. Writes bench/results/load-DATE.md. Run by hand (about 3 minutes):
+# connection). The whole load runs twice; kiln's resident memory is sampled before, after each
+# round and at peak: it must not grow from the first round to the second (no leak).
+# Writes bench/results/load-DATE.md. Run by hand (about 5 minutes):
 #
 #   bash bench/load/run.sh
 #
@@ -44,60 +45,71 @@ sleep 1
 BASE=$(rss)
 
 EMB='{"model":"all-MiniLM-L6-v2","input":"The quick brown fox jumps over the lazy dog near the riverbank at dawn."}'
-"$OHA" -n 10000 -c 64 --no-tui --output-format json -m POST -H 'content-type: application/json' \
-  -d "$EMB" "$URL/v1/embeddings" > "$WORK/emb.json"
-AFTER_EMB=$(rss)
-
 CHAT='{"model":"SmolLM2-135M-Instruct","stream":true,"max_tokens":32,"messages":[{"role":"user","content":"Write one sentence about kilns."}]}'
-"$OHA" -n 200 -c 16 --no-tui --output-format json -m POST -H 'content-type: application/json' \
-  -d "$CHAT" "$URL/v1/chat/completions" > "$WORK/chat.json"
+# Two identical rounds: the first shows the load, the second that memory reached a plateau (a
+# leak would grow it again by about the same amount).
+ROUNDS=""
+for round in 1 2; do
+  "$OHA" -n 10000 -c 64 --no-tui --output-format json -m POST -H 'content-type: application/json' \
+    -d "$EMB" "$URL/v1/embeddings" > "$WORK/emb$round.json"
+  "$OHA" -n 200 -c 16 --no-tui --output-format json -m POST -H 'content-type: application/json' \
+    -d "$CHAT" "$URL/v1/chat/completions" > "$WORK/chat$round.json"
+  sleep 5
+  ROUNDS="$ROUNDS $(rss)"
+done
 PEAK=$(peak)
-sleep 5
-AFTER=$(rss)
 # The server is still up, and no panic was logged.
 curl -sf "$URL/health/ready" >/dev/null
 PANICS=$(grep -c panicked "$WORK/serve.log" || true)
+METRICS=$(curl -sf "$URL/metrics" | grep -E '^kiln_(kv_cache|running|queue)' | tr '\n' ';')
 
-python3 - "$WORK/emb.json" "$WORK/chat.json" "$OUT" "$BASE" "$AFTER_EMB" "$PEAK" "$AFTER" "$PANICS" <<'PY'
-import json, platform, subprocess, sys, datetime
-emb, chat = (json.load(open(p)) for p in sys.argv[1:3])
-out = sys.argv[3]
-base, after_emb, peak, after, panics = map(int, sys.argv[4:9])
-def row(name, n, c, d):
+python3 - "$WORK" "$OUT" "$BASE" "$PEAK" "$PANICS" "$METRICS" $ROUNDS <<'PY'
+import json, platform, subprocess, sys, datetime, os
+work, out = sys.argv[1:3]
+base, peak, panics = map(int, sys.argv[3:6])
+metrics = sys.argv[6]
+after = [int(x) for x in sys.argv[7:]]
+def row(name, n, c, path):
+    d = json.load(open(path))
     codes = {int(k): v for k, v in d["statusCodeDistribution"].items()}
     errors = sum(d.get("errorDistribution", {}).values())
     five = sum(v for k, v in codes.items() if k >= 500)
     lat = d["latencyPercentiles"]
-    ok = codes.get(200, 0)
-    return (f"| {name} | {n} | {c} | {ok} | {codes.get(429, 0)} | {five} | {errors} | "
-            f"{d['summary']['requestsPerSec']:.0f} | {lat['p50']*1000:.1f} | {lat['p99']*1000:.1f} |"), five, errors, codes
-r1, f1, e1, c1 = row("embeddings, one sentence", 10000, 64, emb)
-r2, f2, e2, c2 = row("chat, streamed, 32 tokens", 200, 16, chat)
+    return (f"| {name} | {n} | {c} | {codes.get(200, 0)} | {codes.get(429, 0)} | {five} | {errors} | "
+            f"{d['summary']['requestsPerSec']:.0f} | {lat['p50']*1000:.1f} | {lat['p99']*1000:.1f} |"), five + errors
+rows, bad = [], 0
+for r in (1, 2):
+    for name, n, c, f in (("embeddings, one sentence", 10000, 64, "emb"), ("chat, streamed, 32 tokens", 200, 16, "chat")):
+        line, b = row(f"round {r}: {name}", n, c, os.path.join(work, f"{f}{r}.json"))
+        rows.append(line); bad += b
 cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"], capture_output=True, text=True).stdout.strip()
+load = os.getloadavg()[0]
+growth = after[1] - after[0]
 lines = [
     f"# Load and soak, {datetime.date.today().isoformat()}",
     "",
     "Command: `bash bench/load/run.sh` (oha from crates.io as the client, on the same machine).",
-    f"Machine: {cpu}, 2 cores, {platform.system()}; kiln and oha share the 2 cores.",
+    f"Machine: {cpu}, 2 cores, {platform.system()}; kiln and oha share the 2 cores (1-minute load average at the end: {load:.1f}).",
     "Server: `kiln serve --model all-MiniLM-L6-v2 --model SmolLM2-135M-Instruct --max-queue 32 --max-sequences 8`",
     "(small queues on purpose, so overflow must be answered 429).",
     "",
     "| workload | requests | concurrency | 200 | 429 | 5xx | connection errors | req/s | p50 ms | p99 ms |",
     "|---|---|---|---|---|---|---|---|---|---|",
-    r1, r2,
+    *rows,
     "",
     "| resident memory (MiB) | |",
     "|---|---|",
-    f"| baseline after warm-up | {base} |",
-    f"| after the embedding load | {after_emb} |",
+    f"| baseline after warm-up (one request per model) | {base} |",
+    f"| 5 s after round 1 | {after[0]} |",
+    f"| 5 s after round 2 | {after[1]} |",
     f"| peak (VmHWM) | {peak} |",
-    f"| 5 s after all load | {after} |",
     "",
-    f"Panics logged: {panics}. Status codes: embeddings {c1}, chat {c2}.",
+    f"Gauges after the load: `{metrics}`",
+    f"Panics logged: {panics}.",
 ]
-verdict = f1 == 0 and f2 == 0 and e1 == 0 and e2 == 0 and panics == 0 and after <= base + 32
-lines.append("")
-lines.append(f"Verdict: {'PASS' if verdict else 'FAIL'} (zero 5xx, zero connection errors, no panic, memory within 32 MiB of baseline after load).")
+verdict = bad == 0 and panics == 0 and growth <= 32
+lines += ["", f"Verdict: {'PASS' if verdict else 'FAIL'}: zero 5xx and connection errors, no panic, and no memory growth "
+          f"from round 1 to round 2 (a leak would grow it again; {growth:+d} MiB)."]
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 sys.exit(0 if verdict else 1)
