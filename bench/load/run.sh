@@ -18,12 +18,14 @@ if [ ! -x "$OHA" ]; then
   cargo install oha --locked --root target/tools
 fi
 DATE=$(date -u +%Y-%m-%d)
-OUT=bench/results/load-$DATE.md
+# EXTRA: more `kiln serve` flags (e.g. EXTRA="--prefix-cache-tokens 0"); SUFFIX names the results file.
+EXTRA=${EXTRA:-}
+OUT=bench/results/load-$DATE${SUFFIX:-}.md
 WORK=$(mktemp -d)
 trap 'kill $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
 "$KILN" serve --offline --port 0 --model models/all-MiniLM-L6-v2 --model SmolLM2-135M-Instruct \
-  --max-queue 32 --max-sequences 8 2>"$WORK/serve.log" &
+  --max-queue 32 --max-sequences 8 $EXTRA 2>"$WORK/serve.log" &
 PID=$!
 URL=""
 for _ in $(seq 1 120); do
@@ -63,9 +65,10 @@ curl -sf "$URL/health/ready" >/dev/null
 PANICS=$(grep -c panicked "$WORK/serve.log" || true)
 METRICS=$(curl -sf "$URL/metrics" | grep -E '^kiln_(kv_cache|running|queue)' | tr '\n' ';')
 
-python3 - "$WORK" "$OUT" "$BASE" "$PEAK" "$PANICS" "$METRICS" $ROUNDS <<'PY'
+EXTRA="$EXTRA" python3 - "$WORK" "$OUT" "$BASE" "$PEAK" "$PANICS" "$METRICS" $ROUNDS <<'PY'
 import json, platform, subprocess, sys, datetime, os
 work, out = sys.argv[1:3]
+extra = (" " + os.environ["EXTRA"]) if os.environ.get("EXTRA") else ""
 base, peak, panics = map(int, sys.argv[3:6])
 metrics = sys.argv[6]
 after = [int(x) for x in sys.argv[7:]]
@@ -90,7 +93,7 @@ lines = [
     "",
     "Command: `bash bench/load/run.sh` (oha from crates.io as the client, on the same machine).",
     f"Machine: {cpu}, 2 cores, {platform.system()}; kiln and oha share the 2 cores (1-minute load average at the end: {load:.1f}).",
-    "Server: `kiln serve --model all-MiniLM-L6-v2 --model SmolLM2-135M-Instruct --max-queue 32 --max-sequences 8`",
+    f"Server: `kiln serve --model all-MiniLM-L6-v2 --model SmolLM2-135M-Instruct --max-queue 32 --max-sequences 8{extra}`",
     "(small queues on purpose, so overflow must be answered 429).",
     "",
     "| workload | requests | concurrency | 200 | 429 | 5xx | connection errors | req/s | p50 ms | p99 ms |",
