@@ -168,3 +168,31 @@ pub struct ErrorDetail {
     /// A stable machine-readable code (`model_not_found`, `request_too_large`, ...).
     pub code: &'static str,
 }
+
+/// The refusals every model route can answer, declared once for the OpenAPI description
+/// (`responses(..., Refusals)` in each route's `#[utoipa::path]`); never constructed.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// Malformed JSON, a wrong type, an unknown field, or a value out of range
+    #[response(status = 400)]
+    BadRequest(ErrorResponse),
+    /// Missing or wrong API key (when keys are enforced)
+    #[response(status = 401)]
+    Unauthorized(ErrorResponse),
+    /// No model of this name
+    #[response(status = 404)]
+    NotFound(ErrorResponse),
+    /// Past `--request-timeout`; the work was cancelled
+    #[response(status = 408)]
+    Timeout(ErrorResponse),
+    /// Body or input count over the server's limits
+    #[response(status = 413)]
+    TooLarge(ErrorResponse),
+    /// Over a key's rate limit or the server's queue; see Retry-After
+    #[response(status = 429)]
+    TooMany(ErrorResponse),
+    /// Shutting down
+    #[response(status = 503)]
+    Unavailable(ErrorResponse),
+}

@@ -1,7 +1,7 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`, streaming (SSE) or not.
 
 use crate::auth::UsageMeter;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, Refusals};
 use crate::json::JsonBody;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -197,13 +197,7 @@ fn message_text(content: MessageContent) -> Result<String, ApiError> {
         (status = 200, description = "The reply; with `stream: true`, server-sent events of `chat.completion.chunk` objects ending with `data: [DONE]`", content(
             (ChatCompletionResponse = "application/json"),
             (String = "text/event-stream"))),
-        (status = 400, description = "Malformed JSON, a wrong type, an unknown field, or a value out of range", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key (when keys are enforced)", body = ErrorResponse),
-        (status = 404, description = "No model of this name", body = ErrorResponse),
-        (status = 408, description = "Past `--request-timeout`; the work was cancelled", body = ErrorResponse),
-        (status = 413, description = "Body or input count over the server's limits", body = ErrorResponse),
-        (status = 429, description = "Over a key's rate limit or the server's queue; see Retry-After", body = ErrorResponse),
-        (status = 503, description = "Shutting down", body = ErrorResponse)))]
+        Refusals))]
 pub async fn chat_completions(
     State(state): State<AppState>,
     meter: UsageMeter,
@@ -244,13 +238,7 @@ pub async fn chat_completions(
         (status = 200, description = "The completion; with `stream: true`, server-sent events of `text_completion` chunks ending with `data: [DONE]`", content(
             (TextCompletionResponse = "application/json"),
             (String = "text/event-stream"))),
-        (status = 400, description = "Malformed JSON, a wrong type, an unknown field, or a value out of range", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key (when keys are enforced)", body = ErrorResponse),
-        (status = 404, description = "No model of this name", body = ErrorResponse),
-        (status = 408, description = "Past `--request-timeout`; the work was cancelled", body = ErrorResponse),
-        (status = 413, description = "Body or input count over the server's limits", body = ErrorResponse),
-        (status = 429, description = "Over a key's rate limit or the server's queue; see Retry-After", body = ErrorResponse),
-        (status = 503, description = "Shutting down", body = ErrorResponse)))]
+        Refusals))]
 pub async fn completions(
     State(state): State<AppState>,
     meter: UsageMeter,

@@ -1,7 +1,7 @@
 //! `POST /v1/embeddings` (OpenAI) and the embedding path shared with `/embed`.
 
 use crate::auth::UsageMeter;
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, Refusals};
 use crate::json::JsonBody;
 use crate::registry::Engine;
 use crate::schema::{
@@ -95,14 +95,8 @@ fn tokenize_all(
     security((), ("api_key" = [])),
     responses(
         (status = 200, description = "One embedding per input, in input order", body = EmbeddingsResponse),
-        (status = 400, description = "Malformed JSON, a wrong type, an unknown field, or a value out of range", body = ErrorResponse),
-        (status = 401, description = "Missing or wrong API key (when keys are enforced)", body = ErrorResponse),
-        (status = 404, description = "No model of this name", body = ErrorResponse),
-        (status = 408, description = "Past `--request-timeout`; the work was cancelled", body = ErrorResponse),
-        (status = 413, description = "Body or input count over the server's limits", body = ErrorResponse),
         (status = 422, description = "An input is longer than the model accepts and truncation is off", body = ErrorResponse),
-        (status = 429, description = "Over a key's rate limit or the server's queue; see Retry-After", body = ErrorResponse),
-        (status = 503, description = "Shutting down", body = ErrorResponse)))]
+        Refusals))]
 pub async fn create(
     State(state): State<AppState>,
     meter: UsageMeter,
