@@ -2,6 +2,10 @@
 //! `KILN_TEST_POSTGRES_URL` is set, required in CI): 401s, open routes, limits (429 with
 //! `Retry-After`), and usage rows that match the requests made.
 
+mod common;
+
+use common::real_chat_model;
+
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::Router;
@@ -15,7 +19,6 @@ use kiln_server::{AppState, Limits, ModelRegistry};
 use kiln_store::testing::TestDatabase;
 use kiln_store::{KeyLimits, KeyStore, NewKey};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tower::ServiceExt;
 
@@ -24,16 +27,6 @@ struct App {
     auth: Auth,
     store: KeyStore,
     _model_dir: tempfile::TempDir,
-}
-
-fn real_chat_model() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "the real chat model is missing: run `cargo run --release -p kiln-cli -- fetch SmolLM2-135M-Instruct` (or scripts/test.sh)"
-    );
-    p
 }
 
 async fn app(db: &TestDatabase, config: AuthConfig, with_chat: bool) -> App {

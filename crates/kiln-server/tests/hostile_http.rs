@@ -3,6 +3,10 @@
 //! nesting, wrong types, lying Content-Length, garbage on the socket. Each gets a clear 4xx
 //! (or a clean close), and the server answers normally afterwards.
 
+mod common;
+
+use common::real_chat_model;
+
 use kiln_core::testing::{write_tiny_bert, TinyBertSpec};
 use kiln_core::{ChatModel, EmbedderOptions, SentenceEmbedder};
 use kiln_engine::{EmbeddingEngine, EngineConfig, GenerationConfig, GenerationEngine};
@@ -10,7 +14,6 @@ use kiln_server::metrics::Metrics;
 use kiln_server::{AppState, Limits, ModelRegistry};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,16 +24,6 @@ const TEN_MB: usize = 10 * 1024 * 1024;
 struct Server {
     _dir: tempfile::TempDir,
     addr: SocketAddr,
-}
-
-fn real_chat_model() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "the real chat model is missing: run `cargo run --release -p kiln-cli -- fetch SmolLM2-135M-Instruct` (or scripts/test.sh)"
-    );
-    p
 }
 
 async fn serve(limits: Limits) -> Server {

@@ -1,6 +1,10 @@
 //! Request limits on a real chat model: prompt and completion caps, the request deadline
 //! (non-streamed and mid-stream), and the shutdown timeout closing open streams.
 
+mod common;
+
+use common::real_chat_model;
+
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use axum::Router;
@@ -11,20 +15,9 @@ use kiln_server::metrics::Metrics;
 use kiln_server::registry::Engine;
 use kiln_server::{AppState, Limits, ModelRegistry};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
-
-fn real_chat_model() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        p.exists(),
-        "the real chat model is missing: run `cargo run --release -p kiln-cli -- fetch SmolLM2-135M-Instruct` (or scripts/test.sh)"
-    );
-    p
-}
 
 fn app(limits: Limits) -> (Router, AppState) {
     let chat = ChatModel::load(&real_chat_model()).unwrap();
