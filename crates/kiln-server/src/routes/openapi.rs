@@ -5,6 +5,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
+use std::sync::LazyLock;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -53,7 +54,11 @@ impl Modify for BearerKeys {
 
 /// The description as JSON, without anything about this server's models.
 pub fn description() -> Value {
-    serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document always serializes")
+    // Generated once; each request gets a copy to fill in with this server's models.
+    static DOC: LazyLock<Value> = LazyLock::new(|| {
+        serde_json::to_value(ApiDoc::openapi()).expect("an OpenAPI document always serializes")
+    });
+    DOC.clone()
 }
 
 /// Serves the description of this server: each request's `model` field lists the loaded models
