@@ -142,6 +142,14 @@ pub struct ServeArgs {
     /// prefix (a system prompt, earlier chat turns) skip prefilling it; 0 turns reuse off.
     #[arg(long, default_value_t = 4096)]
     pub prefix_cache_tokens: usize,
+    /// Seconds a prefix-cache entry is kept after its last use; 0 keeps entries until newer
+    /// ones push them out.
+    #[arg(long, default_value_t = 300.0)]
+    pub prefix_cache_ttl: f64,
+    /// Seconds a model's engine waits idle before handing the heap memory its work freed back
+    /// to the OS (resident memory returns to its baseline after a burst); 0 never does.
+    #[arg(long, default_value_t = 5.0)]
+    pub release_memory_after: f64,
     /// Seconds in-flight requests and streams may take to finish after SIGTERM or Ctrl-C
     /// before the server closes them and exits.
     #[arg(long, default_value_t = 30.0)]

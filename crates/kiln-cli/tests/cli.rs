@@ -611,6 +611,11 @@ fn chat_metrics_count_tokens_first_tokens_and_prefix_reuse() {
         sample(&m, &format!("kiln_prefix_cache_reused_tokens_total{l}")) > 20.0,
         "{m}"
     );
+    // The finished sequences' caches are kept for the next prompt (until --prefix-cache-ttl).
+    assert!(
+        sample(&m, &format!("kiln_prefix_cache_tokens{l}")) > 20.0,
+        "{m}"
+    );
 }
 
 #[test]

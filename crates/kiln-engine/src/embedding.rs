@@ -1,14 +1,15 @@
 //! The embedding engine: dynamic batching of encoder requests on a dedicated compute thread.
 
+use crate::idle::IdleRelease;
 use crate::observer::{BatchReport, EngineObserver};
-use crate::queue::BoundedQueue;
+use crate::queue::{BoundedQueue, Waited};
 use kiln_core::SentenceEmbedder;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Limits of one embedding engine.
@@ -20,6 +21,8 @@ pub struct EngineConfig {
     pub max_batch_requests: usize,
     /// Most requests waiting; beyond it submissions are refused.
     pub max_queue: usize,
+    /// Idle time after which freed heap memory is returned to the OS (never, if `None`).
+    pub release_memory_after: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -28,6 +31,7 @@ impl Default for EngineConfig {
             max_batch_tokens: 16_384,
             max_batch_requests: 64,
             max_queue: 256,
+            release_memory_after: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -187,7 +191,16 @@ fn run_batches(
     config: &EngineConfig,
     observer: &dyn EngineObserver,
 ) {
-    while let Some(jobs) = queue.pop_wait(|q| take_batch(q, config)) {
+    let mut idle = IdleRelease::new(config.release_memory_after);
+    loop {
+        let jobs = match queue.pop_wait_until(idle.due(), |q| take_batch(q, config)) {
+            Waited::Took(jobs) => jobs,
+            Waited::TimedOut => {
+                idle.release_if_due(Instant::now());
+                continue;
+            }
+            Waited::Closed => return,
+        };
         observer.queue_depth(name, queue.len());
         let (live, gone): (Vec<Job>, Vec<Job>) =
             jobs.into_iter().partition(|j| !j.reply.is_closed());
@@ -234,6 +247,7 @@ fn run_batches(
                 }
             }
         }
+        idle.worked(Instant::now());
     }
 }
 

@@ -6,15 +6,16 @@
 //! budget are free, and leave when they finish or their client goes away. A prompt that shares
 //! a prefix with an earlier sequence starts from that sequence's KV cache ([`PrefixCache`]).
 
+use crate::idle::{earliest, IdleRelease};
 use crate::prefix_cache::PrefixCache;
-use crate::queue::BoundedQueue;
+use crate::queue::{BoundedQueue, Waited};
 use crate::EngineError;
 use kiln_core::models::llama::{KvCache, SequenceStep};
 use kiln_core::sampling::{Sampler, SamplingParams};
 use kiln_core::ChatModel;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Limits of one generation engine.
@@ -30,6 +31,10 @@ pub struct GenerationConfig {
     pub max_queue: usize,
     /// KV positions kept from finished sequences for prompt-prefix reuse (0 turns reuse off).
     pub prefix_cache_tokens: usize,
+    /// How long a prefix-cache entry is kept after its last use (for ever, if `None`).
+    pub prefix_cache_ttl: Option<Duration>,
+    /// Idle time after which freed heap memory is returned to the OS (never, if `None`).
+    pub release_memory_after: Option<Duration>,
 }
 
 impl Default for GenerationConfig {
@@ -40,6 +45,8 @@ impl Default for GenerationConfig {
             prefill_chunk: 256,
             max_queue: 64,
             prefix_cache_tokens: 4096,
+            prefix_cache_ttl: Some(Duration::from_secs(300)),
+            release_memory_after: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -172,6 +179,11 @@ impl GenerationEngine {
         self.config.max_kv_tokens
     }
 
+    /// KV positions the prefix cache holds now.
+    pub fn prefix_cache_tokens(&self) -> usize {
+        self.gauges.prefix_positions.load(Ordering::Relaxed)
+    }
+
     /// Prompt tokens taken from the prefix cache instead of being prefilled, since the start.
     pub fn reused_prompt_tokens(&self) -> usize {
         self.gauges.reused.load(Ordering::Relaxed)
@@ -228,6 +240,8 @@ struct Gauges {
     reused: AtomicUsize,
     /// KV positions reserved by running sequences.
     kv_reserved: AtomicUsize,
+    /// KV positions held by the prefix cache.
+    prefix_positions: AtomicUsize,
 }
 
 struct Scheduler<'a> {
@@ -238,6 +252,8 @@ struct Scheduler<'a> {
     gauges: &'a Gauges,
     /// Caches of finished sequences, for prompts that share their prefix.
     prefix: PrefixCache,
+    /// When to hand freed memory back to the OS once idle.
+    idle: IdleRelease,
 }
 
 impl<'a> Scheduler<'a> {
@@ -248,7 +264,8 @@ impl<'a> Scheduler<'a> {
             running: Vec::new(),
             reserved: 0,
             gauges,
-            prefix: PrefixCache::new(config.prefix_cache_tokens),
+            prefix: PrefixCache::new(config.prefix_cache_tokens, config.prefix_cache_ttl),
+            idle: IdleRelease::new(config.release_memory_after),
         }
     }
 
@@ -260,6 +277,20 @@ impl<'a> Scheduler<'a> {
         self.gauges
             .kv_reserved
             .store(self.reserved, Ordering::Relaxed);
+        self.gauges
+            .prefix_positions
+            .store(self.prefix.positions(), Ordering::Relaxed);
+    }
+
+    /// Drops expired prefix-cache entries and, once idle long enough, returns freed memory.
+    fn tidy(&mut self, now: Instant) {
+        if self.prefix.expire(now) > 0 {
+            self.idle.freed(now);
+            self.publish();
+        }
+        if self.running.is_empty() {
+            self.idle.release_if_due(now);
+        }
     }
 
     /// Keeps a sequence's cache for later prompts that share its tokens.
@@ -276,16 +307,18 @@ impl<'a> Scheduler<'a> {
             .copied()
             .take(s.cache.len())
             .collect();
-        self.prefix.insert(tokens, s.cache);
+        self.prefix.insert(tokens, s.cache, Instant::now());
     }
 
     fn run(mut self, queue: &BoundedQueue<Job>) {
         loop {
+            self.tidy(Instant::now());
             if self.running.is_empty() {
-                match queue.pop_wait(|q| q.pop_front()) {
-                    Some(Some(job)) => self.admit(job),
-                    Some(None) => continue,
-                    None => return,
+                let wake = earliest(self.idle.due(), self.prefix.next_expiry());
+                match queue.pop_wait_until(wake, |q| q.pop_front()) {
+                    Waited::Took(Some(job)) => self.admit(job),
+                    Waited::Took(None) | Waited::TimedOut => continue,
+                    Waited::Closed => return,
                 }
             }
             // Admit waiting requests while slots and KV budget allow.
@@ -316,6 +349,7 @@ impl<'a> Scheduler<'a> {
             self.publish();
             if !self.running.is_empty() {
                 self.step();
+                self.idle.worked(Instant::now());
             }
             self.publish();
         }
@@ -339,7 +373,7 @@ impl<'a> Scheduler<'a> {
         let reserved = reservation(r).min(max);
         let sampler = Sampler::new(r.params.clone());
         self.reserved += reserved;
-        let (prefilled, cache) = match self.prefix.lookup(&r.prompt) {
+        let (prefilled, cache) = match self.prefix.lookup(&r.prompt, Instant::now()) {
             Some((shared, mut cache)) => {
                 cache.set_capacity(reserved);
                 self.gauges.reused.fetch_add(shared, Ordering::Relaxed);

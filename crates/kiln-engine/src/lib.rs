@@ -9,6 +9,7 @@
 
 pub mod embedding;
 pub mod generation;
+pub mod idle;
 pub mod observer;
 pub mod prefix_cache;
 pub mod queue;

@@ -2,6 +2,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// A bounded queue: `push` fails when full or closed, `pop_wait` blocks until work or close.
 pub struct BoundedQueue<T> {
@@ -13,6 +14,17 @@ pub struct BoundedQueue<T> {
 struct State<T> {
     items: VecDeque<T>,
     closed: bool,
+}
+
+/// What [`BoundedQueue::pop_wait_until`] ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Waited<R> {
+    /// Items were queued and `take` ran.
+    Took(R),
+    /// The deadline passed with nothing queued.
+    TimedOut,
+    /// The queue is closed and empty.
+    Closed,
 }
 
 /// Why a push was refused.
@@ -69,6 +81,34 @@ impl<T> BoundedQueue<T> {
             s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
         }
         Some(take(&mut s.items))
+    }
+
+    /// Like [`pop_wait`](Self::pop_wait), but gives up at `deadline` (never, if `None`).
+    pub fn pop_wait_until<R>(
+        &self,
+        deadline: Option<Instant>,
+        take: impl FnOnce(&mut VecDeque<T>) -> R,
+    ) -> Waited<R> {
+        let mut s = self.lock();
+        while s.items.is_empty() {
+            if s.closed {
+                return Waited::Closed;
+            }
+            s = match deadline {
+                None => self.ready.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Waited::TimedOut;
+                    }
+                    self.ready
+                        .wait_timeout(s, d - now)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+        Waited::Took(take(&mut s.items))
     }
 
     /// Lets `take` drain what it wants without waiting; `None` if nothing is queued.
@@ -128,6 +168,26 @@ mod tests {
         assert_eq!(q.push(4).unwrap_err(), (PushError::Closed, 4));
         assert_eq!(q.pop_wait(|d| d.pop_front()), Some(Some(2)));
         assert_eq!(q.pop_wait(|d| d.pop_front()), None);
+    }
+
+    #[test]
+    fn timed_wait_gives_up_at_its_deadline_and_still_takes_items() {
+        use std::time::Duration;
+        let q = BoundedQueue::new(2);
+        let soon = Instant::now() + Duration::from_millis(30);
+        assert_eq!(
+            q.pop_wait_until(Some(soon), |d| d.pop_front()),
+            Waited::TimedOut
+        );
+        assert!(Instant::now() >= soon);
+        q.push(5).unwrap();
+        let later = Some(Instant::now() + Duration::from_secs(60));
+        assert_eq!(
+            q.pop_wait_until(later, |d| d.pop_front()),
+            Waited::Took(Some(5))
+        );
+        q.close();
+        assert_eq!(q.pop_wait_until(later, |d| d.pop_front()), Waited::Closed);
     }
 
     #[test]

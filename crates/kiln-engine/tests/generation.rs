@@ -192,3 +192,48 @@ fn a_shared_prompt_prefix_is_reused_without_changing_the_text() {
     assert_eq!(reused, shared + ids(&prompts[2]).len() - 1);
     assert!(shared > 20, "the prefix is {shared} tokens");
 }
+
+#[test]
+fn prefix_cache_entries_expire_after_their_time_to_live() {
+    let prompt = "You are a helpful assistant who knows a lot about pottery. What is a kiln?";
+    let start = |ttl: Option<Duration>| {
+        GenerationEngine::start(
+            "smol",
+            model(),
+            GenerationConfig {
+                prefix_cache_ttl: ttl,
+                release_memory_after: Some(Duration::from_millis(10)),
+                ..GenerationConfig::default()
+            },
+        )
+    };
+    // Kept for ever: the finished sequence's cache stays, idle or not.
+    let forever = start(None);
+    collect(forever.submit(request(&forever, prompt, 4, &[])).unwrap());
+    wait_until("the kept cache is published", || {
+        forever.prefix_cache_tokens() > 0
+    });
+    // With a short time-to-live the idle engine wakes and drops it on its own...
+    let ttl = Duration::from_secs(1);
+    let engine = start(Some(ttl));
+    collect(engine.submit(request(&engine, prompt, 4, &[])).unwrap());
+    let finished = Instant::now();
+    wait_until("the kept cache is published", || {
+        engine.prefix_cache_tokens() > 0
+    });
+    wait_until("the prefix cache is emptied", || {
+        engine.prefix_cache_tokens() == 0
+    });
+    assert!(
+        finished.elapsed() >= ttl - Duration::from_millis(50),
+        "dropped {:?} after the request, before its time-to-live",
+        finished.elapsed()
+    );
+    // ...and a later request still runs (and is cached again).
+    let (text, _, n) = collect(engine.submit(request(&engine, prompt, 4, &[])).unwrap());
+    assert_eq!(n, 4, "{text}");
+    assert!(
+        forever.prefix_cache_tokens() > 0,
+        "the untimed cache was dropped"
+    );
+}

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod causal_attention;
 pub mod cpu;
 pub mod linear;
+pub mod memory;
 pub mod norm;
 pub mod parallel;
 pub mod quant;

@@ -55,6 +55,8 @@ pub struct GenerationSnapshot {
     pub kv_reserved: usize,
     /// KV-cache positions that may be reserved in all.
     pub kv_capacity: usize,
+    /// KV-cache positions kept by the prefix cache.
+    pub prefix_cached: usize,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -77,6 +79,7 @@ pub struct Metrics {
     refused: Family<RefusalLabels, Counter>,
     kv_reserved: Family<ModelLabels, Gauge>,
     kv_capacity: Family<ModelLabels, Gauge>,
+    prefix_cached: Family<ModelLabels, Gauge>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -113,6 +116,7 @@ impl Metrics {
             refused: Family::default(),
             kv_reserved: Family::default(),
             kv_capacity: Family::default(),
+            prefix_cached: Family::default(),
             registry: Mutex::new(Registry::default()),
         };
         r.register(
@@ -190,6 +194,11 @@ impl Metrics {
             "KV-cache positions a chat model may reserve in all (--max-kv-tokens)",
             m.kv_capacity.clone(),
         );
+        r.register(
+            "prefix_cache_tokens",
+            "KV-cache positions a chat model keeps from finished sequences for prompt-prefix reuse",
+            m.prefix_cached.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|p| p.into_inner()) = r;
         m
     }
@@ -244,6 +253,9 @@ impl Metrics {
         c.inc_by(s.reused_total.saturating_sub(c.get()));
         self.kv_reserved.get_or_create(&l).set(s.kv_reserved as i64);
         self.kv_capacity.get_or_create(&l).set(s.kv_capacity as i64);
+        self.prefix_cached
+            .get_or_create(&l)
+            .set(s.prefix_cached as i64);
     }
 
     /// The metrics in Prometheus' text exposition format.

@@ -62,6 +62,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
                     reused_total: g.reused_prompt_tokens() as u64,
                     kv_reserved: g.reserved_kv_tokens(),
                     kv_capacity: g.kv_capacity(),
+                    prefix_cached: g.prefix_cache_tokens(),
                 },
             );
         }
