@@ -471,6 +471,42 @@ fn archive(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// A torch.save-style archive whose entries are deflate-compressed.
+fn deflated_archive(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    zip.start_file("archive/data.pkl", opts).unwrap();
+    zip.write_all(pickle).unwrap();
+    for (key, bytes) in storages {
+        zip.start_file(format!("archive/data/{key}"), opts).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+#[test]
+fn pickle_compressed_entries_load_but_a_zip_bomb_is_refused_before_it_expands() {
+    // A small compressed checkpoint is fine.
+    let storage = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
+    let map = parse_pt(&deflated_archive(
+        &state_dict("w", &[2, 2], &[2, 1]),
+        &[("0", &storage)],
+    ))
+    .unwrap();
+    assert_eq!(map.f32("w", &[2, 2]).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    // 256 MiB of zeros deflate to well under 1 MiB: the archive may expand to 4x its size
+    // plus 64 MiB, so the storage is refused from its declared size, never inflated.
+    let zeros = vec![0u8; 256 << 20];
+    let bomb = deflated_archive(&state_dict("w", &[2, 2], &[2, 1]), &[("0", &zeros)]);
+    drop(zeros);
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    let message = weights_error(parse_pt(&bomb));
+    assert_contains(&message, "zip bomb");
+    assert_contains(&message, "archive/data/0 expands to 268435456 bytes");
+}
+
 fn parse_pt(bytes: &[u8]) -> Result<TensorMap, Error> {
     parse_checkpoint(Path::new("hostile.pt"), bytes)
 }

@@ -21,6 +21,14 @@ const MAX_DEPTH: usize = 64;
 /// Largest `data.pkl` accepted (state-dict pickles are kilobytes to a few megabytes).
 const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
+/// All entries of a checkpoint together may expand to this many times the archive's size
+/// (plus [`EXPANSION_SLACK`]): `torch.save` stores entries uncompressed, so a real checkpoint
+/// expands about 1×, while a zip bomb would make a small file demand gigabytes.
+const MAX_EXPANSION: u64 = 4;
+
+/// Bytes every archive may expand by beyond [`MAX_EXPANSION`] times its size.
+const EXPANSION_SLACK: u64 = 64 << 20;
+
 /// A callable or class the pickle may name: the allow-list.
 #[derive(Debug, Clone, PartialEq)]
 enum Global {
@@ -114,7 +122,18 @@ pub fn parse_checkpoint(path: &Path, bytes: &[u8]) -> Result<TensorMap> {
     load_zip(path, std::io::Cursor::new(bytes))
 }
 
-fn load_zip<R: Read + std::io::Seek>(path: &Path, reader: R) -> Result<TensorMap> {
+fn load_zip<R: Read + std::io::Seek>(path: &Path, mut reader: R) -> Result<TensorMap> {
+    use std::io::SeekFrom;
+    let archive_len = reader
+        .seek(SeekFrom::End(0))
+        .and_then(|len| reader.seek(SeekFrom::Start(0)).map(|_| len))
+        .map_err(|e| Error::io(path, e))?;
+    let mut budget = Budget {
+        left: archive_len
+            .saturating_mul(MAX_EXPANSION)
+            .saturating_add(EXPANSION_SLACK),
+        archive_len,
+    };
     let mut zip = zip::ZipArchive::new(reader).map_err(|_| {
         Error::weights(
             path,
@@ -144,7 +163,7 @@ fn load_zip<R: Read + std::io::Seek>(path: &Path, reader: R) -> Result<TensorMap
             ));
         }
     }
-    let pickle = read_entry(&mut zip, &pickle_name, MAX_PICKLE_BYTES, path)?;
+    let pickle = read_entry(&mut zip, &pickle_name, MAX_PICKLE_BYTES, &mut budget, path)?;
     let root = Unpickler::new(&pickle)
         .run()
         .map_err(|m| Error::weights(path, format!("{pickle_name}: {m}")))?;
@@ -164,7 +183,7 @@ fn load_zip<R: Read + std::io::Seek>(path: &Path, reader: R) -> Result<TensorMap
                     format!("tensor `{name}`: the archive has no storage {entry}"),
                 )
             })?;
-            let bytes = read_entry(&mut zip, &entry, limit, path)?;
+            let bytes = read_entry(&mut zip, &entry, limit, &mut budget, path)?;
             storages.insert(t.storage.key.clone(), bytes);
         }
         let storage = &storages[&t.storage.key];
@@ -175,10 +194,17 @@ fn load_zip<R: Read + std::io::Seek>(path: &Path, reader: R) -> Result<TensorMap
     TensorMap::new(path, tensors)
 }
 
+/// Uncompressed bytes the entries not yet read may still take.
+struct Budget {
+    left: u64,
+    archive_len: u64,
+}
+
 fn read_entry<R: Read + std::io::Seek>(
     zip: &mut zip::ZipArchive<R>,
     name: &str,
     limit: u64,
+    budget: &mut Budget,
     path: &Path,
 ) -> Result<Vec<u8>> {
     let entry = zip
@@ -190,6 +216,18 @@ fn read_entry<R: Read + std::io::Seek>(
             format!("{name} is larger than {limit} bytes"),
         ));
     }
+    if entry.size() > budget.left {
+        return Err(Error::weights(
+            path,
+            format!(
+                "{name} expands to {} bytes, more than a {}-byte archive may hold                  ({MAX_EXPANSION}x its size plus {} MiB); refusing a possible zip bomb",
+                entry.size(),
+                budget.archive_len,
+                EXPANSION_SLACK >> 20
+            ),
+        ));
+    }
+    budget.left -= entry.size();
     let declared = entry.size();
     let mut bytes = Vec::new();
     entry
