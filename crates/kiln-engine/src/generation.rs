@@ -348,7 +348,8 @@ impl<'a> Scheduler<'a> {
             self.reserved = self.running.iter().map(|s| s.reserved).sum();
             self.publish();
             if !self.running.is_empty() {
-                self.step();
+                // The step runs on a kernel thread, which then works alongside the others.
+                kiln_kernels::parallel::on_kernel_threads(|| self.step());
                 self.idle.worked(Instant::now());
             }
             self.publish();

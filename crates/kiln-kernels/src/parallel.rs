@@ -21,6 +21,22 @@ pub fn threads() -> usize {
     1
 }
 
+/// Runs `f` on one of the kernel threads and waits for it (native), so that the parallel
+/// kernels `f` calls share their work with the thread running `f`: called from an outside
+/// thread, each kernel would hand its work to the pool and leave that thread idle, and the
+/// sequential parts between kernels would leave the pool idle. One hand-over per call costs
+/// microseconds, so give it a whole step of work (a batched decode step), not one kernel.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn on_kernel_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+/// Runs `f` here: wasm has no kernel threads.
+#[cfg(target_arch = "wasm32")]
+pub fn on_kernel_threads<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
 /// rayon's parallel iterators (native).
 #[cfg(not(target_arch = "wasm32"))]
 pub(crate) mod prelude {

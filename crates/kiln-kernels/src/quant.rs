@@ -300,7 +300,8 @@ impl QuantLinear {
         let inputs = Inputs::new(self.format, &quantized);
         let data = self.data();
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
-        let parallel = 2 * rows * k * n >= quant_parallel_threshold(self.format) && threads() > 1;
+        let parallel =
+            2 * rows * k * n >= quant_parallel_threshold(self.format, rows) && threads() > 1;
         if rows == 1 && parallel {
             // One row: each chunk of output columns is a contiguous slice of `out`.
             let chunk = n.div_ceil(threads() * 4).max(1);
@@ -352,8 +353,11 @@ impl QuantLinear {
 /// small layers. Measured on 2 cores (2026-11-24, `kiln generate --stats`): SmolLM2-135M
 /// (Q4_1, the fastest kernels) decodes 148 tokens/s when only layers above 16 M split and 137
 /// when every layer above 1 M does; Gemma 3 270M (Q5_0/Q4_K/Q6_K, slower kernels) decodes 77
-/// tokens/s with the 1 M threshold and 59 with 16 M. `KILN_QUANT_PARALLEL_FLOPS` overrides it.
-fn quant_parallel_threshold(format: QuantFormat) -> usize {
+/// tokens/s with the 1 M threshold and 59 with 16 M. Several rows (batched decoding) make every
+/// layer long enough to split: at 8 rows SmolLM2's layers take 150-400 µs on one thread, and
+/// with only the largest split the second core idled 90% of a batched step (perf,
+/// 2026-12-01). `KILN_QUANT_PARALLEL_FLOPS` overrides it.
+fn quant_parallel_threshold(format: QuantFormat, rows: usize) -> usize {
     static T: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let forced = *T.get_or_init(|| {
         std::env::var("KILN_QUANT_PARALLEL_FLOPS")
@@ -361,6 +365,7 @@ fn quant_parallel_threshold(format: QuantFormat) -> usize {
             .and_then(|v| v.parse().ok())
     });
     forced.unwrap_or(match format {
+        _ if rows >= 4 => crate::parallel::PARALLEL_FLOP_THRESHOLD,
         QuantFormat::Q4_1 | QuantFormat::Q8_0 => 1 << 24,
         _ => 1 << 20,
     })

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::weights::ggml::GgmlType;
 use crate::weights::gguf::{GgufFile, MetaValue};
 use crate::weights::TensorMap;
-use kiln_kernels::causal_attention::{causal_cached, CausalShape};
+use kiln_kernels::causal_attention::{causal_cached_many, CausalJob, CausalShape};
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear};
 use std::path::Path;
@@ -796,35 +796,44 @@ impl LlamaModel {
                     }
                 }
             }
+            // Each sequence's new keys and values join its cache, then every sequence attends
+            // over its own cache (the sequences side by side on the kernel threads).
             let mut row0 = 0;
             for s in steps.iter_mut() {
                 let n = s.tokens.len();
-                let start = s.cache.len;
-                let seq_qkv = &qkv[row0 * w..(row0 + n) * w];
-                for row in seq_qkv.chunks_exact(w) {
+                for row in qkv[row0 * w..(row0 + n) * w].chunks_exact(w) {
                     s.cache.keys[l].extend_from_slice(&row[q_w..q_w + kv_w]);
                     s.cache.values[l].extend_from_slice(&row[q_w + kv_w..]);
                 }
-                let shape = CausalShape {
-                    heads: c.heads,
-                    kv_heads: c.kv_heads,
-                    head_dim: c.head_dim,
-                    window,
-                    scale: score_scale,
-                    // llama.cpp multiplies the f16 values by f16-rounded probabilities.
-                    f16_probs: c.f16_kv,
-                };
-                causal_cached(
-                    &shape,
-                    seq_qkv,
-                    w,
-                    &s.cache.keys[l],
-                    &s.cache.values[l],
-                    start,
-                    &mut attn[row0 * q_w..(row0 + n) * q_w],
-                );
                 row0 += n;
             }
+            let shape = CausalShape {
+                heads: c.heads,
+                kv_heads: c.kv_heads,
+                head_dim: c.head_dim,
+                window,
+                scale: score_scale,
+                // llama.cpp multiplies the f16 values by f16-rounded probabilities.
+                f16_probs: c.f16_kv,
+            };
+            let mut jobs = Vec::with_capacity(steps.len());
+            let (mut row0, mut rest) = (0, &mut attn[..]);
+            for s in steps.iter() {
+                let n = s.tokens.len();
+                let (out, tail) = std::mem::take(&mut rest).split_at_mut(n * q_w);
+                rest = tail;
+                jobs.push(CausalJob {
+                    queries: &qkv[row0 * w..(row0 + n) * w],
+                    q_stride: w,
+                    keys: &s.cache.keys[l],
+                    values: &s.cache.values[l],
+                    start: s.cache.len,
+                    out,
+                });
+                row0 += n;
+            }
+            causal_cached_many(&shape, &mut jobs);
+            drop(jobs);
             b.attn_output.forward(&attn, rows, &mut proj);
             if let Some(e) = &b.extra {
                 rms_norm_in_place(&mut proj, &e.post_attn, c.rms_eps);
