@@ -5,6 +5,7 @@
 //! never stalls running streams for long). Sequences join between steps when a slot and KV
 //! budget are free, and leave when they finish or their client goes away. A prompt that shares
 //! a prefix with an earlier sequence starts from that sequence's KV cache ([`PrefixCache`]).
+//! Each step runs on one of the kernel threads, so the whole pool computes it.
 
 use crate::idle::{earliest, IdleRelease};
 use crate::prefix_cache::PrefixCache;
