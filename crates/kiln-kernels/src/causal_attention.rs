@@ -133,18 +133,7 @@ crate::cpu::multiversion! {
                         acc[j] += a[j] * b[j];
                     }
                 }
-                // A pairwise reduction (as ggml's SIMD reduce does): it vectorizes, where a
-                // running sum of 16 lanes is a chain of 15 dependent additions per position.
-                for j in 0..8 {
-                    acc[j] += acc[j + 8];
-                }
-                for j in 0..4 {
-                    acc[j] += acc[j + 4];
-                }
-                for j in 0..2 {
-                    acc[j] += acc[j + 2];
-                }
-                let mut sum = acc[0] + acc[1];
+                let mut sum = acc.iter().sum::<f32>();
                 for (a, b) in rq.iter().zip(rk) {
                     sum += a * b;
                 }
