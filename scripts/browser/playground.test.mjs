@@ -55,8 +55,9 @@ test("embeddings heatmap: similar sentences score higher than unrelated ones", a
   assert.ok(cells[1] > cells[2] + 0.2, `cat/kitten ${cells[1]} vs cat/markets ${cells[2]}`);
 });
 
-test("chat reply streams in server mode", async (page) => {
-  // Count how many times the reply text changes while it is being written.
+// Counts the reply's changes (window.replyUpdates) and asks "What is the capital of France?"
+// greedily for 40 tokens.
+async function askGreedily(page) {
   await page.evaluate(() => {
     window.replyUpdates = 0;
     new MutationObserver(() => { window.replyUpdates += 1; })
@@ -66,35 +67,52 @@ test("chat reply streams in server mode", async (page) => {
   await page.fill("#max-tokens", "40");
   await page.fill("#prompt", "What is the capital of France?");
   await page.click("#send");
-  await page.waitForFunction(() => /chunks in/.test(document.getElementById("chat-status").textContent), null, { timeout: 60000 });
-  const reply = await page.textContent(".msg.assistant");
-  assert.ok(reply.length > 0, "empty reply");
-  // Greedy decoding: the streamed text must equal the server's non-streamed answer.
+}
+
+// The server's non-streamed greedy answer to the question askGreedily asks.
+async function serverGreedyReply() {
   const resp = await fetch(`${base}/v1/chat/completions`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ model: "SmolLM2-135M-Instruct", temperature: 0, max_tokens: 40,
       messages: [{ role: "user", content: "What is the capital of France?" }] }),
   });
-  assert.equal(reply, (await resp.json()).choices[0].message.content);
-  assert.ok(await page.evaluate(() => window.replyUpdates) > 5, "the reply arrived in one piece, not streamed");
-  await page.screenshot({ path: path.join(artifacts, "server-mode.png"), fullPage: true });
-});
+  return (await resp.json()).choices[0].message.content;
+}
 
-test("stop button stops a stream", async (page) => {
+// Starts a long sampled story, runs `whileStreaming` once text arrives, presses stop, and
+// checks the text stops growing and the buttons reset.
+async function stopALongStory(page, timeout, whileStreaming = async () => {}) {
   await page.click("#clear");
   await page.fill("#temperature", "0.8");
   await page.fill("#max-tokens", "2000");
   await page.fill("#prompt", "Write a very long story about a dragon.");
   await page.click("#send");
-  await page.waitForFunction(() => (document.querySelector(".msg.assistant")?.textContent.length || 0) > 20, null, { timeout: 60000 });
+  await page.waitForFunction(() => (document.querySelector(".msg.assistant")?.textContent.length || 0) > 20, null, { timeout });
+  await whileStreaming();
   await page.click("#stop");
-  await page.waitForFunction(() => document.getElementById("chat-status").textContent === "stopped");
+  await page.waitForFunction(() => document.getElementById("chat-status").textContent === "stopped", null, { timeout: 10000 });
   const atStop = await page.textContent(".msg.assistant");
   await page.waitForTimeout(1000);
   assert.equal(await page.textContent(".msg.assistant"), atStop, "text kept growing after stop");
   assert.ok(await page.isEnabled("#send"));
   assert.ok(await page.isDisabled("#stop"));
+}
+
+test("chat reply streams in server mode", async (page) => {
+  // Count how many times the reply text changes while it is being written.
+  await askGreedily(page);
+  await page.waitForFunction(() => /chunks in/.test(document.getElementById("chat-status").textContent), null, { timeout: 60000 });
+  const reply = await page.textContent(".msg.assistant");
+  assert.ok(reply.length > 0, "empty reply");
+  // Greedy decoding: the streamed text must equal the server's non-streamed answer.
+  assert.equal(reply, await serverGreedyReply());
+  assert.ok(await page.evaluate(() => window.replyUpdates) > 5, "the reply arrived in one piece, not streamed");
+  await page.screenshot({ path: path.join(artifacts, "server-mode.png"), fullPage: true });
+});
+
+test("stop button stops a stream", async (page) => {
+  await stopALongStory(page, 60000);
 });
 
 async function serverEmbeddings(input) {
@@ -175,15 +193,7 @@ test("WASM mode: the embedding equals the server's (cosine >= 0.9999)", async (p
 
 test("WASM mode: a chat reply streams from the worker", async (page) => {
   await page.click("#clear");
-  await page.evaluate(() => {
-    window.replyUpdates = 0;
-    new MutationObserver(() => { window.replyUpdates += 1; })
-      .observe(document.getElementById("messages"), { subtree: true, characterData: true, childList: true });
-  });
-  await page.fill("#temperature", "0");
-  await page.fill("#max-tokens", "40");
-  await page.fill("#prompt", "What is the capital of France?");
-  await page.click("#send");
+  await askGreedily(page);
   await page.waitForFunction(() => /tokens in .* in this browser/.test(document.getElementById("chat-status").textContent), null, { timeout: 120000 });
   const reply = await page.textContent(".msg.assistant");
   assert.ok(await page.evaluate(() => window.replyUpdates) > 5, "the reply arrived in one piece, not streamed");
@@ -191,33 +201,16 @@ test("WASM mode: a chat reply streams from the worker", async (page) => {
   // differ in float rounding order, AVX-512 VNNI there and SIMD128 here, so after a near tie
   // the two greedy texts may part: SmolLM2 answers this prompt with "L'Étoile, la " and then
   // either "Cité" or "Marseillaise".)
-  const resp = await fetch(`${base}/v1/chat/completions`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ model: "SmolLM2-135M-Instruct", temperature: 0, max_tokens: 40,
-      messages: [{ role: "user", content: "What is the capital of France?" }] }),
-  });
-  const serverReply = (await resp.json()).choices[0].message.content;
+  const serverReply = await serverGreedyReply();
   assert.ok(reply.length >= 10, `reply: ${reply}`);
   assert.equal(reply.slice(0, 10), serverReply.slice(0, 10), `wasm: ${reply}\nserver: ${serverReply}`);
   await page.screenshot({ path: path.join(artifacts, "wasm-mode.png"), fullPage: true });
 });
 
 test("WASM mode: the stop button stops a stream", async (page) => {
-  await page.click("#clear");
-  await page.fill("#temperature", "0.8");
-  await page.fill("#max-tokens", "2000");
-  await page.fill("#prompt", "Write a very long story about a dragon.");
-  await page.click("#send");
-  await page.waitForFunction(() => (document.querySelector(".msg.assistant")?.textContent.length || 0) > 20, null, { timeout: 120000 });
-  assert.match(await page.textContent("#chat-status"), /in this browser/);
-  await page.click("#stop");
-  await page.waitForFunction(() => document.getElementById("chat-status").textContent === "stopped", null, { timeout: 10000 });
-  const atStop = await page.textContent(".msg.assistant");
-  await page.waitForTimeout(1000);
-  assert.equal(await page.textContent(".msg.assistant"), atStop, "text kept growing after stop");
-  assert.ok(await page.isEnabled("#send"));
-  assert.ok(await page.isDisabled("#stop"));
+  await stopALongStory(page, 120000, async () => {
+    assert.match(await page.textContent("#chat-status"), /in this browser/);
+  });
 });
 
 test("WASM mode after a reload: the files come from Cache Storage", async (page) => {

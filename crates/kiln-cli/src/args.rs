@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// kiln: a memory-safe inference server. Loads SafeTensors, GGUF and PyTorch checkpoints without
 /// Python and serves them over an OpenAI-compatible HTTP API.
@@ -144,16 +145,16 @@ pub struct ServeArgs {
     pub prefix_cache_tokens: usize,
     /// Seconds a prefix-cache entry is kept after its last use; 0 keeps entries until newer
     /// ones push them out.
-    #[arg(long, default_value_t = 300.0)]
-    pub prefix_cache_ttl: f64,
+    #[arg(long, default_value = "300", value_parser = parse_seconds)]
+    pub prefix_cache_ttl: Duration,
     /// Seconds a model's engine waits idle before handing the heap memory its work freed back
     /// to the OS (resident memory returns to its baseline after a burst); 0 never does.
-    #[arg(long, default_value_t = 5.0)]
-    pub release_memory_after: f64,
+    #[arg(long, default_value = "5", value_parser = parse_seconds)]
+    pub release_memory_after: Duration,
     /// Seconds in-flight requests and streams may take to finish after SIGTERM or Ctrl-C
     /// before the server closes them and exits.
-    #[arg(long, default_value_t = 30.0)]
-    pub shutdown_timeout: f64,
+    #[arg(long, default_value = "30", value_parser = parse_seconds)]
+    pub shutdown_timeout: Duration,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -185,8 +186,8 @@ pub struct ServeArgs {
     pub max_completion_tokens: usize,
     /// Seconds one request may run before it is cancelled and its compute freed (408, or a
     /// final error event mid-stream); 0 turns the deadline off.
-    #[arg(long, default_value_t = 600.0)]
-    pub request_timeout: f64,
+    #[arg(long, default_value = "600", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
     /// Pooling to use for models without sentence-transformers files (mean, cls, max, ...).
     #[arg(long)]
     pub pooling: Option<kiln_core::PoolingMode>,
@@ -238,4 +239,28 @@ pub struct FetchArgs {
     /// Directory where models are kept.
     #[arg(long, env = "KILN_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
+}
+
+/// A duration flag in seconds (fractions allowed): finite and not negative.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("`{text}` is not a number of seconds (0 or more, finite)"))
+}
+
+#[cfg(test)]
+mod seconds_tests {
+    use super::parse_seconds;
+    use std::time::Duration;
+
+    #[test]
+    fn second_flags_take_fractions_and_refuse_nonsense() {
+        assert_eq!(parse_seconds("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_seconds("2.5").unwrap(), Duration::from_millis(2500));
+        for bad in ["-1", "NaN", "inf", "soon"] {
+            assert!(parse_seconds(bad).is_err(), "{bad} was accepted");
+        }
+    }
 }

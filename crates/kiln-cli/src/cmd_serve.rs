@@ -17,15 +17,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_batch_tokens: args.max_batch_tokens,
         max_batch_requests: args.max_batch_requests,
         max_queue: args.max_queue,
-        release_memory_after: seconds(args.release_memory_after)?,
+        release_memory_after: off_if_zero(args.release_memory_after),
     };
     let gen_config = GenerationConfig {
         max_sequences: args.max_sequences,
         max_kv_tokens: args.max_kv_tokens,
         max_queue: args.max_queue,
         prefix_cache_tokens: args.prefix_cache_tokens,
-        prefix_cache_ttl: seconds(args.prefix_cache_ttl)?,
-        release_memory_after: seconds(args.release_memory_after)?,
+        prefix_cache_ttl: off_if_zero(args.prefix_cache_ttl),
+        release_memory_after: off_if_zero(args.release_memory_after),
         ..GenerationConfig::default()
     };
     for spec in &args.models {
@@ -92,12 +92,12 @@ pub fn run(args: ServeArgs) -> Result<()> {
         max_inputs: args.max_inputs,
         max_prompt_tokens: args.max_prompt_tokens,
         max_completion_tokens: args.max_completion_tokens,
-        request_timeout: seconds(args.request_timeout)?,
+        request_timeout: off_if_zero(args.request_timeout),
     };
     let state = AppState::new(registry, metrics, limits);
     let ready = state.ready.clone();
     let closer = state.clone();
-    let shutdown_timeout = std::time::Duration::from_secs_f64(args.shutdown_timeout.max(0.0));
+    let shutdown_timeout = args.shutdown_timeout;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kiln-http")
@@ -188,28 +188,7 @@ fn wasm_dirs(flag: Option<&std::path::Path>) -> Vec<std::path::PathBuf> {
     dirs
 }
 
-/// A duration flag given in seconds: 0 means "off" (`None`); negative, NaN or unbounded
-/// values are refused.
-fn seconds(secs: f64) -> Result<Option<std::time::Duration>> {
-    if secs == 0.0 {
-        return Ok(None);
-    }
-    std::time::Duration::try_from_secs_f64(secs)
-        .map(Some)
-        .map_err(|_| anyhow::anyhow!("{secs} is not a number of seconds (0 or more, finite)"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::seconds;
-    use std::time::Duration;
-
-    #[test]
-    fn second_flags_turn_off_at_zero_and_refuse_nonsense() {
-        assert_eq!(seconds(0.0).unwrap(), None);
-        assert_eq!(seconds(2.5).unwrap(), Some(Duration::from_millis(2500)));
-        for bad in [-1.0, f64::NAN, f64::INFINITY] {
-            assert!(seconds(bad).is_err(), "{bad} was accepted");
-        }
-    }
+/// A duration flag where 0 means "off".
+fn off_if_zero(d: std::time::Duration) -> Option<std::time::Duration> {
+    (!d.is_zero()).then_some(d)
 }

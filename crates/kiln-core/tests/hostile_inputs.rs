@@ -457,25 +457,20 @@ fn state_dict(name: &str, size: &[u8], stride: &[u8]) -> Vec<u8> {
     p
 }
 
-/// A torch.save-style zip archive.
+/// A torch.save-style zip archive (entries stored, as torch.save writes them).
 fn archive(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    zip.start_file("archive/data.pkl", opts).unwrap();
-    zip.write_all(pickle).unwrap();
-    for (key, bytes) in storages {
-        zip.start_file(format!("archive/data/{key}"), opts).unwrap();
-        zip.write_all(bytes).unwrap();
-    }
-    zip.finish().unwrap().into_inner()
+    archive_with(zip::CompressionMethod::Stored, pickle, storages)
 }
 
-/// A torch.save-style archive whose entries are deflate-compressed.
-fn deflated_archive(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
+/// A torch.save-style zip archive whose entries are compressed with `method`.
+fn archive_with(
+    method: zip::CompressionMethod,
+    pickle: &[u8],
+    storages: &[(&str, &[u8])],
+) -> Vec<u8> {
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_method(method)
         .large_file(true);
     zip.start_file("archive/data.pkl", opts).unwrap();
     zip.write_all(pickle).unwrap();
@@ -487,19 +482,15 @@ fn deflated_archive(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
 }
 
 #[test]
-fn pickle_compressed_entries_load_but_a_zip_bomb_is_refused_before_it_expands() {
-    // A small compressed checkpoint is fine.
-    let storage = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
-    let map = parse_pt(&deflated_archive(
-        &state_dict("w", &[2, 2], &[2, 1]),
-        &[("0", &storage)],
-    ))
-    .unwrap();
-    assert_eq!(map.f32("w", &[2, 2]).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+fn pickle_a_zip_bomb_is_refused_before_it_expands() {
     // 256 MiB of zeros deflate to well under 1 MiB: the archive may expand to 4x its size
     // plus 64 MiB, so the storage is refused from its declared size, never inflated.
     let zeros = vec![0u8; 256 << 20];
-    let bomb = deflated_archive(&state_dict("w", &[2, 2], &[2, 1]), &[("0", &zeros)]);
+    let bomb = archive_with(
+        zip::CompressionMethod::Deflated,
+        &state_dict("w", &[2, 2], &[2, 1]),
+        &[("0", &zeros)],
+    );
     drop(zeros);
     assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
     let message = weights_error(parse_pt(&bomb));
@@ -516,14 +507,20 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 #[test]
-fn pickle_the_generated_checkpoint_is_valid() {
+fn pickle_the_generated_checkpoint_is_valid_stored_or_compressed() {
     let storage = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
-    let map = parse_pt(&archive(
-        &state_dict("w", &[2, 2], &[2, 1]),
-        &[("0", &storage)],
-    ))
-    .unwrap();
-    assert_eq!(map.f32("w", &[2, 2]).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    for method in [
+        zip::CompressionMethod::Stored,
+        zip::CompressionMethod::Deflated,
+    ] {
+        let map = parse_pt(&archive_with(
+            method,
+            &state_dict("w", &[2, 2], &[2, 1]),
+            &[("0", &storage)],
+        ))
+        .unwrap();
+        assert_eq!(map.f32("w", &[2, 2]).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    }
 }
 
 /// A pickle that calls `module.name(command)`, by GLOBAL or STACK_GLOBAL, then REDUCE, inside

@@ -23,16 +23,16 @@ pub fn release_free_memory() -> bool {
     }
 }
 
-/// Resident memory of this process in bytes, where the OS tells it (Linux).
-pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
-}
-
 #[cfg(all(test, target_os = "linux", target_env = "gnu"))]
 mod tests {
     use super::*;
+
+    /// Resident memory of this process in bytes (4 KiB pages, as on x86-64 Linux).
+    fn resident_bytes() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4096)
+    }
 
     #[test]
     fn freed_small_allocations_leave_resident_memory_after_release() {
