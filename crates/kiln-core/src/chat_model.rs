@@ -31,7 +31,10 @@ impl ChatModel {
     }
 
     /// Loads a model from a parsed GGUF file.
-    pub fn from_gguf(file: GgufFile) -> Result<Self> {
+    pub fn from_gguf(mut file: GgufFile) -> Result<Self> {
+        // The matrices the kernels multiply faster packed are rearranged in place, before any
+        // layer shares the file's bytes.
+        file.pack_for_kernels();
         let path = file.path().to_path_buf();
         let tokenizer = GgufTokenizer::from_gguf(&file)?;
         let model = LlamaModel::load(&file)?;

@@ -4,9 +4,10 @@
 //! by scripts/reference/make_llama_reference.py running llama-cpp-python 0.3.36.
 //!
 //! kiln computes Q4_1/Q8_0 layers as llama.cpp does (8-bit activations, f16 KV cache), yet its
-//! logits still differ from llama.cpp's by up to about 0.8 on logits of 20 to 40 (measured
-//! 2026-11-24 with `cargo run --release -p kiln-core --example parity_report`), the size of
-//! llama.cpp's own variation between its configurations (up to 0.5 with flash attention on).
+//! logits still differ from llama.cpp's by up to about 0.95 on logits of 20 to 40 with the
+//! packed layout of AVX-512 VNNI CPUs, 0.7 with the ggml-row layout (measured 2026-12-02 with
+//! `cargo run --release -p kiln-core --example parity_report`), the size of llama.cpp's own
+//! variation between its configurations (up to 0.5 with flash attention on).
 //! So greedy decoding is compared teacher-forced, at every one of the 32 steps, except where
 //! llama.cpp's own top-two margin is below [`TIE_MARGIN`].
 

@@ -1,11 +1,15 @@
 //! Quantized dense layers at SmolLM2-135M's shapes (hidden 576, FFN 1536, vocabulary 49152)
-//! for 1, 4 and 8 rows (decoding 1, 4 or 8 sequences at once).
+//! for 1, 4 and 8 rows (decoding 1, 4 or 8 sequences at once) and 64 rows (a prompt chunk).
+//! Where this CPU packs a matrix (`kiln_kernels::quant_packed`), the packed layer is timed
+//! beside the ggml-row layer.
 //!
 //! `cargo bench -p kiln-kernels --bench quant` uses the best kernels of this CPU; run it again
 //! with `KILN_VNNI=0` (AVX2 kernels) or `KILN_SIMD=baseline` (plain code) to compare.
 
 use kiln_kernels::quant::{QuantFormat, QuantLinear};
+use kiln_kernels::quant_packed;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Instant;
 
 fn median_us(mut f: impl FnMut(), runs: usize) -> f64 {
@@ -67,10 +71,11 @@ fn main() {
         (QuantFormat::Q6K, 2048, 640, "gemma down"),
         (QuantFormat::Q4K, 1024, 640, "gemma attn output"),
     ];
-    for rows in [1usize, 4, 8] {
+    for rows in [1usize, 4, 8, 64] {
         for &(format, k, n, name) in &shapes {
             let data = weights(format, n, k);
             let bytes = data.len();
+            let mut packed = quant_packed::packs(format, n, k).then(|| data.clone());
             let lin = QuantLinear::new(format, data, n, k);
             let x: Vec<f32> = (0..rows * k)
                 .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
@@ -84,6 +89,18 @@ fn main() {
                 us,
                 bytes as f64 / us / 1e3
             );
+            if let Some(p) = packed.as_mut() {
+                quant_packed::pack_in_place(format, n, k, p);
+                let fast =
+                    QuantLinear::from_shared_packed(format, Arc::new(std::mem::take(p)), 0, n, k);
+                let us = median_us(|| fast.forward(black_box(&x), rows, &mut out), runs);
+                println!(
+                    "{:<44} {:>12.1} {:>12.1}",
+                    format!("  packed"),
+                    us,
+                    bytes as f64 / us / 1e3
+                );
+            }
         }
     }
 }

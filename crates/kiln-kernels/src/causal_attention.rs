@@ -123,41 +123,167 @@ crate::cpu::multiversion! {
         for head in 0..shape.heads {
             let off = (head / group) * d;
             let qh = &q[head * d..(head + 1) * d];
-            for (i, s) in scores.iter_mut().enumerate() {
+            let mut done = 0;
+            #[cfg(target_arch = "x86_64")]
+            if d.is_multiple_of(16) && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
+                for (i, s16) in scores.chunks_exact_mut(16).enumerate() {
+                    let at = (first + 16 * i) * kv_w + off;
+                    let span = &keys[at..at + 15 * kv_w + d];
+                    // SAFETY: simd_level() reported AVX-512F; `span` holds the 16 keys of this
+                    // chunk (`15 kv_w + d` values from the first) and `qh` is `d` values, `d` a
+                    // multiple of 16, as `scores16` requires.
+                    unsafe { avx512::scores16(qh, span, kv_w, shape.scale, s16) };
+                    done += 16;
+                }
+            }
+            for (i, s) in scores.iter_mut().enumerate().skip(done) {
                 let k = &keys[(first + i) * kv_w + off..(first + i) * kv_w + off + d];
-                let mut acc = [0.0f32; 16];
-                let (cq, ck) = (qh.chunks_exact(16), k.chunks_exact(16));
-                let (rq, rk) = (cq.remainder(), ck.remainder());
-                for (a, b) in cq.zip(ck) {
-                    for j in 0..16 {
-                        acc[j] += a[j] * b[j];
-                    }
-                }
-                let mut sum = acc.iter().sum::<f32>();
-                for (a, b) in rq.iter().zip(rk) {
-                    sum += a * b;
-                }
-                *s = sum * shape.scale;
+                *s = score(qh, k) * shape.scale;
             }
             let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0.0f64;
+            // The exponentials first, then their sum: with no call inside it, the sum stays
+            // in a register instead of crossing each `exp` call through the stack.
             for s in scores.iter_mut() {
                 *s = (*s - max).exp();
-                total += *s as f64;
+            }
+            let mut total = 0.0f64;
+            for &s in scores.iter() {
+                total += s as f64;
             }
             let inv = (1.0 / total) as f32;
+            for s in scores.iter_mut() {
+                *s = if shape.f16_probs { round_to_f16(*s * inv) } else { *s * inv };
+            }
+            // The weighted values, up to 64 outputs at a time summed in registers (summing
+            // into `out` would make each position wait for the previous one's store).
             let o = &mut out[head * d..(head + 1) * d];
-            o.fill(0.0);
-            for (i, &s) in scores.iter().enumerate() {
-                let p = if shape.f16_probs { round_to_f16(s * inv) } else { s * inv };
-                let v = &values[(first + i) * kv_w + off..(first + i) * kv_w + off + d];
-                for (o, &v) in o.iter_mut().zip(v) {
-                    *o += p * v;
+            for c0 in (0..d).step_by(PV_CHUNK) {
+                let width = PV_CHUNK.min(d - c0);
+                let mut acc = [0.0f32; PV_CHUNK];
+                for (i, &p) in scores.iter().enumerate() {
+                    let at = (first + i) * kv_w + off + c0;
+                    if let Ok(v) = <&[f32; PV_CHUNK]>::try_from(&values[at..at + width]) {
+                        // Fixed width: the compiler keeps `acc` in registers.
+                        for (a, &v) in acc.iter_mut().zip(v) {
+                            *a += p * v;
+                        }
+                    } else {
+                        for (a, &v) in acc[..width].iter_mut().zip(&values[at..at + width]) {
+                            *a += p * v;
+                        }
+                    }
                 }
+                o[c0..c0 + width].copy_from_slice(&acc[..width]);
             }
         }
     }
 }
+
+/// `q · k` as attention sums it: 16 lane sums over the 16-wide chunks, then the lanes in
+/// order, then the rest (the AVX-512 `scores16` forms exactly these sums).
+#[inline(always)]
+fn score(q: &[f32], k: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let (cq, ck) = (q.chunks_exact(16), k.chunks_exact(16));
+    let (rq, rk) = (cq.remainder(), ck.remainder());
+    for (a, b) in cq.zip(ck) {
+        for j in 0..16 {
+            acc[j] += a[j] * b[j];
+        }
+    }
+    let mut sum = acc.iter().sum::<f32>();
+    for (a, b) in rq.iter().zip(rk) {
+        sum += a * b;
+    }
+    sum
+}
+
+/// The AVX-512 form of 16 positions' scores.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// `out[p] = score(q, k_p) · scale` for the 16 keys `k_p = keys[p · stride ..][..d]`,
+    /// bit-identical to the plain [`super::score`]: the 16 lane sums of each key are formed
+    /// in the same order, transposed so that lane `p` of register `j` is key `p`'s lane `j`, and
+    /// added up `j` by `j` for all 16 keys at once.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `q.len()` is a multiple of 16, and `keys` holds at least
+    /// `15 · stride + q.len()` values.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores16(
+        q: &[f32],
+        keys: &[f32],
+        stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) {
+        let d = q.len();
+        assert!(d.is_multiple_of(16) && keys.len() >= 15 * stride + d && out.len() >= 16);
+        // SAFETY: loads read `q[16 c..16 c + 16]` for `16 c < d` and the same span of each of
+        // the 16 keys, all inside the slices (checked above); the store writes `out[..16]`.
+        unsafe {
+            let mut r = [_mm512_setzero_ps(); 16];
+            for c in (0..d).step_by(16) {
+                let qc = _mm512_loadu_ps(q.as_ptr().add(c));
+                for (p, r) in r.iter_mut().enumerate() {
+                    let k = _mm512_loadu_ps(keys.as_ptr().add(p * stride + c));
+                    *r = _mm512_add_ps(*r, _mm512_mul_ps(qc, k));
+                }
+            }
+            let t = transpose16(r);
+            let mut sum = t[0];
+            for t in &t[1..] {
+                sum = _mm512_add_ps(sum, *t);
+            }
+            _mm512_storeu_ps(out.as_mut_ptr(), _mm512_mul_ps(sum, _mm512_set1_ps(scale)));
+        }
+    }
+
+    /// The transpose of a 16 × 16 matrix held as 16 rows.
+    #[inline(always)]
+    unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // SAFETY: register shuffles only; AVX-512F is enabled by the caller.
+        unsafe {
+            // Within each 128-bit lane: pairs, then quads of rows.
+            let t: [__m512; 16] = std::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i % 2 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            // u[4 g + k], 128-bit lane L: rows 4g..4g+4 of column 4L + k.
+            let u: [__m512; 16] = std::array::from_fn(|i| {
+                let (g, k) = (i / 4, i % 4);
+                let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
+                if k % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            // Gather the four row groups of each column from the 128-bit lanes.
+            let mut out = [_mm512_setzero_ps(); 16];
+            for k in 0..4 {
+                let x = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+                let y = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
+                let x2 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+                let y2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
+                out[k] = _mm512_shuffle_f32x4::<0x88>(x, x2);
+                out[8 + k] = _mm512_shuffle_f32x4::<0xDD>(x, x2);
+                out[4 + k] = _mm512_shuffle_f32x4::<0x88>(y, y2);
+                out[12 + k] = _mm512_shuffle_f32x4::<0xDD>(y, y2);
+            }
+            out
+        }
+    }
+}
+
+/// Outputs of one head summed together in registers (four AVX-512 registers).
+const PV_CHUNK: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -278,6 +404,33 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// The AVX-512 scores of 16 positions are bit-identical to the plain per-position sums
+    /// (native and WebAssembly builds must pick the same tokens).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_scores_equal_the_plain_sums_bit_for_bit() {
+        if crate::cpu::simd_level() != crate::cpu::SimdLevel::Avx512 {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+            return;
+        }
+        let f = |i: usize, salt: usize| (((i * 7919 + salt * 104_729) % 1009) as f32 / 50.5) - 10.0;
+        for (d, stride) in [(16, 16), (64, 192), (256, 256)] {
+            let q: Vec<f32> = (0..d).map(|i| f(i, 1)).collect();
+            let keys: Vec<f32> = (0..16 * stride).map(|i| f(i, 2)).collect();
+            let mut got = [f32::NAN; 16];
+            // SAFETY: AVX-512F checked above; `keys` holds 16 rows of `stride >= d` values.
+            unsafe { avx512::scores16(&q, &keys, stride, 0.125, &mut got) };
+            for (p, g) in got.iter().enumerate() {
+                let want = score(&q, &keys[p * stride..p * stride + d]) * 0.125;
+                assert_eq!(
+                    g.to_bits(),
+                    want.to_bits(),
+                    "d {d}, position {p}: {g} vs {want}"
+                );
             }
         }
     }

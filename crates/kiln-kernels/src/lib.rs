@@ -15,5 +15,6 @@ pub mod norm;
 pub mod parallel;
 pub mod quant;
 pub mod quant_blocks;
+pub mod quant_packed;
 #[cfg(target_arch = "x86_64")]
 mod quant_vnni;

@@ -61,6 +61,8 @@ pub struct QuantLinear {
     bytes: std::sync::Arc<Vec<u8>>,
     /// Where this layer's blocks start in `bytes`.
     start: usize,
+    /// Whether the blocks are in the packed layout of [`crate::quant_packed`].
+    packed: bool,
 }
 
 fn f16(bits: [u8; 2]) -> f32 {
@@ -148,11 +150,25 @@ impl Activations {
     }
 }
 
-/// One input row quantized to 8 bits per block: scales (f16-rounded), sums, values.
+/// One input row quantized to 8 bits per block: scales (f16-rounded), `d · Σq` (f16-rounded),
+/// exact `Σq`, values.
 struct QuantRow {
     d: Vec<f32>,
     s: Vec<f32>,
+    sum: Vec<i32>,
     q: Vec<i8>,
+}
+
+impl QuantRow {
+    /// The row as the packed-layout kernels take it.
+    fn packed(&self) -> crate::quant_packed::PackedRow<'_> {
+        crate::quant_packed::PackedRow {
+            d: &self.d,
+            s: &self.s,
+            sum: &self.sum,
+            q: &self.q,
+        }
+    }
 }
 
 /// Quantizes `x` like ggml's AVX2 `quantize_row_q8_1`/`q8_0`: scale `max|x| / 127` stored as
@@ -162,6 +178,7 @@ fn quantize_row(x: &[f32]) -> QuantRow {
     let mut row = QuantRow {
         d: Vec::with_capacity(blocks),
         s: Vec::with_capacity(blocks),
+        sum: Vec::with_capacity(blocks),
         q: vec![0; blocks * BLOCK],
     };
     for (b, q) in x.chunks_exact(BLOCK).zip(row.q.chunks_exact_mut(BLOCK)) {
@@ -171,8 +188,16 @@ fn quantize_row(x: &[f32]) -> QuantRow {
         let sum = scale_round(b, id, q);
         row.d.push(round_to_f16(d));
         row.s.push(round_to_f16(d * sum as f32));
+        row.sum.push(sum);
     }
     row
+}
+
+/// `quantize_row`'s scales, `d · Σq`, sums and values, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn quantize_row_for_tests(x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<i32>, Vec<i8>) {
+    let r = quantize_row(x);
+    (r.d, r.s, r.sum, r.q)
 }
 
 crate::cpu::multiversion! {
@@ -236,7 +261,36 @@ impl QuantLinear {
             out_features,
             bytes,
             start,
+            packed: false,
         }
+    }
+
+    /// As [`Self::from_shared`], for blocks that [`crate::quant_packed::pack_in_place`] has
+    /// rearranged.
+    ///
+    /// # Panics
+    /// As [`Self::from_shared`], and if the shape has no packed layout
+    /// ([`crate::quant_packed::packable`]).
+    pub fn from_shared_packed(
+        format: QuantFormat,
+        bytes: std::sync::Arc<Vec<u8>>,
+        start: usize,
+        out_features: usize,
+        in_features: usize,
+    ) -> Self {
+        assert!(
+            crate::quant_packed::packable(format, out_features, in_features),
+            "a {format:?} [{out_features}, {in_features}] matrix has no packed layout"
+        );
+        Self {
+            packed: true,
+            ..Self::from_shared(format, bytes, start, out_features, in_features)
+        }
+    }
+
+    /// Whether the blocks are in the packed layout.
+    pub fn is_packed(&self) -> bool {
+        self.packed
     }
 
     /// This layer's blocks.
@@ -258,6 +312,15 @@ impl QuantLinear {
 
     /// Row `r` of the weight, dequantized (for embedding lookups).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        if self.packed {
+            return crate::quant_packed::dequantize_row(
+                self.format,
+                self.in_features,
+                self.data(),
+                r,
+                out,
+            );
+        }
         let row_bytes = self.in_features / self.format.block_len() * self.format.block_bytes();
         let row = &self.data()[r * row_bytes..(r + 1) * row_bytes];
         match self.format {
@@ -297,6 +360,9 @@ impl QuantLinear {
             .chunks_exact(k)
             .map(|row| Activations::new(self.format, row))
             .collect();
+        if self.packed {
+            return self.forward_packed(&quantized, out);
+        }
         let inputs = Inputs::new(self.format, &quantized);
         let data = self.data();
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
@@ -342,6 +408,70 @@ impl QuantLinear {
             for o in 0..n {
                 let w = &data[o * row_bytes..(o + 1) * row_bytes];
                 dot_rows(self.format, w, &inputs, |r, v| out[r * n + o] = v);
+            }
+        }
+    }
+}
+
+impl QuantLinear {
+    /// `forward` on the packed layout: output columns in groups of 16, input rows in tiles.
+    fn forward_packed(&self, quantized: &[Activations], out: &mut [f32]) {
+        use crate::quant_packed::{group_tile, PackedRow, GROUP, TILE};
+        let (k, n, rows) = (self.in_features, self.out_features, quantized.len());
+        let rows_in: Vec<PackedRow<'_>> = quantized
+            .iter()
+            .map(|a| match a {
+                Activations::B32(x) => x.packed(),
+                Activations::K(_) => unreachable!("packed formats take 32-value blocks"),
+            })
+            .collect();
+        let data = self.data();
+        let group_bytes = k / BLOCK * self.format.block_bytes() * GROUP;
+        let groups = n / GROUP;
+        // Fills `part` (rows × the columns of groups `first..first + count`).
+        let run = |first: usize, count: usize, part: &mut [f32]| {
+            let width = count * GROUP;
+            let mut tile_out = [[0.0f32; GROUP]; TILE];
+            for g in 0..count {
+                let group = &data[(first + g) * group_bytes..][..group_bytes];
+                for (t, tile) in rows_in.chunks(TILE).enumerate() {
+                    group_tile(self.format, group, tile, &mut tile_out[..tile.len()]);
+                    for (i, o) in tile_out[..tile.len()].iter().enumerate() {
+                        let r = t * TILE + i;
+                        part[r * width + g * GROUP..][..GROUP].copy_from_slice(o);
+                    }
+                }
+            }
+        };
+        let parallel =
+            2 * rows * k * n >= quant_parallel_threshold(self.format, rows) && threads() > 1;
+        if !parallel {
+            return run(0, groups, out);
+        }
+        let chunk = groups.div_ceil(threads() * 4).max(1);
+        if rows == 1 {
+            // One row: each chunk of groups is a contiguous slice of `out`.
+            out.par_chunks_mut(chunk * GROUP)
+                .enumerate()
+                .for_each(|(c, part)| run(c * chunk, part.len() / GROUP, part));
+            return;
+        }
+        let parts: Vec<(usize, Vec<f32>)> = (0..groups)
+            .step_by(chunk)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .map(|first| {
+                let count = chunk.min(groups - first);
+                let mut part = vec![0.0f32; rows * count * GROUP];
+                run(first, count, &mut part);
+                (first * GROUP, part)
+            })
+            .collect();
+        for (start, part) in parts {
+            let width = part.len() / rows;
+            for r in 0..rows {
+                out[r * n + start..r * n + start + width]
+                    .copy_from_slice(&part[r * width..(r + 1) * width]);
             }
         }
     }

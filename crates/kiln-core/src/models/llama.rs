@@ -71,7 +71,17 @@ impl Dense {
                     let info = f.tensor(name).expect("checked above");
                     let format = format.expect("checked above");
                     // The blocks stay in the file's bytes: no copy.
-                    QuantLinear::from_shared(format, f.shared_bytes(), info.offset, out, inp)
+                    if info.packed {
+                        QuantLinear::from_shared_packed(
+                            format,
+                            f.shared_bytes(),
+                            info.offset,
+                            out,
+                            inp,
+                        )
+                    } else {
+                        QuantLinear::from_shared(format, f.shared_bytes(), info.offset, out, inp)
+                    }
                 })
                 .collect();
             return Ok(Dense::Quant(parts));

@@ -5,6 +5,8 @@
 
 use super::ggml::GgmlType;
 use crate::error::{Error, Result};
+use kiln_kernels::quant::QuantFormat;
+use kiln_kernels::quant_packed;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -80,6 +82,9 @@ pub struct GgufTensorInfo {
     pub offset: usize,
     /// Size in bytes.
     pub size: usize,
+    /// Whether [`GgufFile::pack_for_kernels`] rearranged the bytes into kiln-kernels' packed
+    /// layout (readers of this crate unpack them where they need ggml's).
+    pub packed: bool,
 }
 
 impl GgufTensorInfo {
@@ -210,6 +215,7 @@ impl GgufFile {
                 ggml_type,
                 offset: start,
                 size,
+                packed: false,
             });
         }
         check_overlaps(&tensors).map_err(fail)?;
@@ -243,9 +249,61 @@ impl GgufFile {
         self.bytes.clone()
     }
 
-    /// The stored bytes of a tensor (bounds were checked when parsing).
+    /// The bytes of a tensor as held: as stored, or packed if `info.packed` (bounds were
+    /// checked when parsing).
     pub fn tensor_bytes(&self, info: &GgufTensorInfo) -> &[u8] {
         &self.bytes[info.offset..info.offset + info.size]
+    }
+
+    /// The bytes of a tensor in ggml's layout (unpacked into a copy if it was packed).
+    fn ggml_bytes(&self, info: &GgufTensorInfo) -> std::borrow::Cow<'_, [u8]> {
+        let held = self.tensor_bytes(info);
+        match (info.packed, packed_format(info.ggml_type)) {
+            (true, Some(format)) => {
+                let mut bytes = held.to_vec();
+                quant_packed::unpack_in_place(format, info.shape[0], info.shape[1], &mut bytes);
+                bytes.into()
+            }
+            _ => held.into(),
+        }
+    }
+
+    /// Packs, in place, every matrix that this CPU multiplies faster in kiln-kernels' packed
+    /// layout (Q4_1 and Q8_0 on AVX-512 VNNI, see `kiln_kernels::quant_packed`), and returns
+    /// how many. Does nothing while the bytes are shared (after [`Self::shared_bytes`]).
+    pub fn pack_for_kernels(&mut self) -> usize {
+        self.pack_matrices(quant_packed::packs)
+    }
+
+    /// Packs, in place, every matrix that has a packed layout and for which `choose(format,
+    /// out_features, in_features)` holds; returns how many. Does nothing while the bytes are
+    /// shared.
+    pub fn pack_matrices(&mut self, choose: impl Fn(QuantFormat, usize, usize) -> bool) -> usize {
+        let Some(bytes) = std::sync::Arc::get_mut(&mut self.bytes) else {
+            return 0;
+        };
+        let mut count = 0;
+        for t in &mut self.tensors {
+            let Some(format) = packed_format(t.ggml_type) else {
+                continue;
+            };
+            if t.packed
+                || t.shape.len() != 2
+                || !quant_packed::packable(format, t.shape[0], t.shape[1])
+                || !choose(format, t.shape[0], t.shape[1])
+            {
+                continue;
+            }
+            quant_packed::pack_in_place(
+                format,
+                t.shape[0],
+                t.shape[1],
+                &mut bytes[t.offset..t.offset + t.size],
+            );
+            t.packed = true;
+            count += 1;
+        }
+        count
     }
 
     /// The tensor `name` dequantized to `f32`, checked against the `expected` shape.
@@ -263,7 +321,7 @@ impl GgufFile {
             });
         }
         info.ggml_type
-            .dequantize(self.tensor_bytes(info), info.numel())
+            .dequantize(&self.ggml_bytes(info), info.numel())
             .map_err(|m| Error::weights(&self.path, format!("tensor `{name}`: {m}")))
     }
 
@@ -281,6 +339,15 @@ impl std::fmt::Debug for GgufFile {
             .field("metadata_keys", &self.metadata.len())
             .field("tensors", &self.tensors.len())
             .finish()
+    }
+}
+
+/// The kiln-kernels format of a ggml type that has a packed layout.
+fn packed_format(t: GgmlType) -> Option<QuantFormat> {
+    match t {
+        GgmlType::Q4_1 => Some(QuantFormat::Q4_1),
+        GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
+        _ => None,
     }
 }
 

@@ -6,16 +6,21 @@ use kiln_core::ChatModel;
 use serde_json::Value;
 use std::path::PathBuf;
 
-/// Loads the real model at `default` (relative to the repository root), or `$env_var`.
-pub fn load_model(env_var: &str, default: &str, fetch_name: &str) -> ChatModel {
-    let path = std::env::var_os(env_var).map_or_else(
+/// The path of a real model: `$env_var`, or `default` relative to the repository root.
+pub fn model_path(env_var: &str, default: &str) -> PathBuf {
+    std::env::var_os(env_var).map_or_else(
         || {
             PathBuf::from(env!("CARGO_MANIFEST_DIR"))
                 .join("../..")
                 .join(default)
         },
         PathBuf::from,
-    );
+    )
+}
+
+/// Loads the real model at `default` (relative to the repository root), or `$env_var`.
+pub fn load_model(env_var: &str, default: &str, fetch_name: &str) -> ChatModel {
+    let path = model_path(env_var, default);
     assert!(
         path.is_file(),
         "the real model is missing at {}: run `cargo run --release -p kiln-cli -- fetch {fetch_name}` (or scripts/test.sh)",

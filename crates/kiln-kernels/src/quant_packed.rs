@@ -1,0 +1,523 @@
+//! The packed layout of Q4_1 and Q8_0 matrices, and its dense-layer kernels.
+//!
+//! ggml stores a weight matrix row by row: each output column's blocks in a run. A dot-product
+//! kernel on that layout turns every 32-value block of every (input row, output column) pair
+//! into a float (convert, scale, add): about six instructions per 32 multiply-adds, which caps
+//! prompt processing and batched decoding. The packed layout interleaves 16 output columns
+//! ([`GROUP`]) block by block, four bytes at a time, so that one AVX-512 VNNI `vpdpbusd` of a
+//! 64-byte weight chunk against four broadcast input bytes advances all 16 columns at once, and
+//! a block costs one conversion and scaling per 16 columns.
+//!
+//! The packed bytes have the size of the ggml bytes (`16 × block bytes` per group and block), so
+//! a model file's tensors are packed in place ([`pack_in_place`]) and nothing is copied.
+//! Packing is chosen at load time, only where [`packs`] says so (this CPU has the kernels).
+//!
+//! Each output is, over the blocks in order, `acc = fma(d_w · d_x, Σ q_w q_x, acc)` with an
+//! exact integer block sum, plus for Q4_1 the minimums' part `mins = fma(m_w, s_x, mins)` summed
+//! apart and added at the end (as ggml's kernels do, so that neither part rounds at the
+//! other's magnitude): the scalar
+//! [`group_dots`] and the VNNI kernel compute bit-identical results, and a row's result does
+//! not depend on the other rows of the call.
+
+use crate::quant::{half_to_f32, QuantFormat, BLOCK};
+
+/// Output columns interleaved in one packed group (one 32-bit lane each of a 512-bit register).
+pub const GROUP: usize = 16;
+
+/// Whether a `[out_features, in_features]` matrix of `format` has a packed layout: Q4_1 or
+/// Q8_0, in whole groups of columns and whole blocks.
+pub fn packable(format: QuantFormat, out_features: usize, in_features: usize) -> bool {
+    matches!(format, QuantFormat::Q4_1 | QuantFormat::Q8_0)
+        && out_features > 0
+        && out_features.is_multiple_of(GROUP)
+        && in_features > 0
+        && in_features.is_multiple_of(BLOCK)
+}
+
+/// Whether such a matrix should be packed on this CPU: [`packable`], and the AVX-512 VNNI
+/// kernel available (elsewhere the packed layout runs plain code, slower than the row-layout
+/// kernels). `KILN_PACK=0` turns packing off, to compare.
+pub fn packs(format: QuantFormat, out_features: usize, in_features: usize) -> bool {
+    packable(format, out_features, in_features)
+        && crate::cpu::has_avx512_vnni()
+        && std::env::var("KILN_PACK").as_deref() != Ok("0")
+}
+
+/// Bytes of one group's block (16 columns).
+fn group_block_bytes(format: QuantFormat) -> usize {
+    GROUP * format.block_bytes()
+}
+
+/// Where the f16 scales end and the value chunks begin in a group's block.
+fn chunks_start(format: QuantFormat) -> usize {
+    match format {
+        // 16 scales, then 16 minimums.
+        QuantFormat::Q4_1 => 64,
+        _ => 32,
+    }
+}
+
+/// Rearranges the ggml bytes of a `[out, in]` matrix into the packed layout, in place.
+///
+/// Group `g`, block `b` starts at byte `(g · blocks + b) · 16 · block_bytes`: the 16 columns'
+/// f16 scales, (Q4_1) their 16 f16 minimums, then 64-byte chunks whose 4-byte lane `c` holds
+/// column `c`'s bytes `4j..4j+4` of the block's values: for Q4_1, chunk `j < 4` of the nibble
+/// bytes (low nibbles are values `4j..4j+4`, high nibbles values `16+4j..`); for Q8_0, chunk
+/// `j < 8` of the values, each stored plus 128 as an unsigned byte.
+///
+/// # Panics
+/// If the matrix is not [`packable`] or `bytes` is not its size.
+pub fn pack_in_place(
+    format: QuantFormat,
+    out_features: usize,
+    in_features: usize,
+    bytes: &mut [u8],
+) {
+    rearrange(format, out_features, in_features, bytes, true);
+}
+
+/// Restores the ggml bytes of a matrix packed by [`pack_in_place`], in place.
+///
+/// # Panics
+/// As [`pack_in_place`].
+pub fn unpack_in_place(
+    format: QuantFormat,
+    out_features: usize,
+    in_features: usize,
+    bytes: &mut [u8],
+) {
+    rearrange(format, out_features, in_features, bytes, false);
+}
+
+/// Packs (or unpacks) a matrix group by group, each through a copy of the group's bytes.
+fn rearrange(
+    format: QuantFormat,
+    out_features: usize,
+    in_features: usize,
+    bytes: &mut [u8],
+    pack: bool,
+) {
+    let blocks = check_shape(format, out_features, in_features, bytes);
+    let (bb, gbb) = (format.block_bytes(), group_block_bytes(format));
+    let group_bytes = blocks * gbb;
+    let row_bytes = group_bytes / GROUP;
+    let mut copy = vec![0u8; group_bytes];
+    for group in bytes.chunks_exact_mut(group_bytes) {
+        copy.copy_from_slice(group);
+        for b in 0..blocks {
+            for c in 0..GROUP {
+                // Column `c`'s block `b` in ggml's layout, and the group block in the packed one.
+                let (col, packed) = (c * row_bytes + b * bb, b * gbb);
+                if pack {
+                    put_column(
+                        format,
+                        &copy[col..col + bb],
+                        c,
+                        &mut group[packed..packed + gbb],
+                    );
+                } else {
+                    take_column(
+                        format,
+                        &copy[packed..packed + gbb],
+                        c,
+                        &mut group[col..col + bb],
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Checks the shape and returns the blocks per column.
+fn check_shape(
+    format: QuantFormat,
+    out_features: usize,
+    in_features: usize,
+    bytes: &[u8],
+) -> usize {
+    assert!(
+        packable(format, out_features, in_features),
+        "a {format:?} [{out_features}, {in_features}] matrix has no packed layout"
+    );
+    let blocks = in_features / BLOCK;
+    assert_eq!(
+        bytes.len(),
+        out_features * blocks * format.block_bytes(),
+        "matrix bytes"
+    );
+    blocks
+}
+
+/// Writes column `c`'s ggml block `blk` into the group block `dst`.
+fn put_column(format: QuantFormat, blk: &[u8], c: usize, dst: &mut [u8]) {
+    let start = chunks_start(format);
+    dst[2 * c..2 * c + 2].copy_from_slice(&blk[0..2]);
+    let values = match format {
+        QuantFormat::Q4_1 => {
+            dst[32 + 2 * c..34 + 2 * c].copy_from_slice(&blk[2..4]);
+            &blk[4..20]
+        }
+        _ => &blk[2..34],
+    };
+    for (j, four) in values.chunks_exact(4).enumerate() {
+        let lane = &mut dst[start + 64 * j + 4 * c..][..4];
+        for (d, &v) in lane.iter_mut().zip(four) {
+            *d = if format == QuantFormat::Q8_0 {
+                v ^ 0x80
+            } else {
+                v
+            };
+        }
+    }
+}
+
+/// Reads column `c`'s ggml block out of the group block `src` into `blk`.
+fn take_column(format: QuantFormat, src: &[u8], c: usize, blk: &mut [u8]) {
+    let start = chunks_start(format);
+    blk[0..2].copy_from_slice(&src[2 * c..2 * c + 2]);
+    let values = match format {
+        QuantFormat::Q4_1 => {
+            blk[2..4].copy_from_slice(&src[32 + 2 * c..34 + 2 * c]);
+            &mut blk[4..20]
+        }
+        _ => &mut blk[2..34],
+    };
+    for (j, four) in values.chunks_exact_mut(4).enumerate() {
+        let lane = &src[start + 64 * j + 4 * c..][..4];
+        for (d, &v) in four.iter_mut().zip(lane) {
+            *d = if format == QuantFormat::Q8_0 {
+                v ^ 0x80
+            } else {
+                v
+            };
+        }
+    }
+}
+
+/// Column `r` of a packed matrix (row `r` of the ggml weight), dequantized into `out`.
+pub fn dequantize_row(
+    format: QuantFormat,
+    in_features: usize,
+    bytes: &[u8],
+    r: usize,
+    out: &mut [f32],
+) {
+    let blocks = in_features / BLOCK;
+    let gbb = group_block_bytes(format);
+    let group = &bytes[(r / GROUP) * blocks * gbb..][..blocks * gbb];
+    let mut blk = [0u8; 34];
+    let blk = &mut blk[..format.block_bytes()];
+    for (src, o) in group.chunks_exact(gbb).zip(out.chunks_exact_mut(BLOCK)) {
+        take_column(format, src, r % GROUP, blk);
+        let d = half_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
+        match format {
+            QuantFormat::Q4_1 => {
+                let m = half_to_f32(u16::from_le_bytes([blk[2], blk[3]]));
+                for (j, &q) in blk[4..20].iter().enumerate() {
+                    o[j] = (q & 0x0f) as f32 * d + m;
+                    o[j + 16] = (q >> 4) as f32 * d + m;
+                }
+            }
+            _ => {
+                for (o, &q) in o.iter_mut().zip(&blk[2..34]) {
+                    *o = q as i8 as f32 * d;
+                }
+            }
+        }
+    }
+}
+
+/// One quantized input row: per-block f16-rounded scales `d`, (Q8_1) `s = d · Σq`, exact
+/// integer sums `Σq`, and the values.
+#[derive(Clone, Copy)]
+pub(crate) struct PackedRow<'a> {
+    pub d: &'a [f32],
+    pub s: &'a [f32],
+    pub sum: &'a [i32],
+    pub q: &'a [i8],
+}
+
+/// The 16 outputs of one group for each of `rows` (plain code, the VNNI kernel's arithmetic).
+pub(crate) fn group_dots(
+    format: QuantFormat,
+    group: &[u8],
+    rows: &[PackedRow<'_>],
+    out: &mut [[f32; GROUP]],
+) {
+    let gbb = group_block_bytes(format);
+    let start = chunks_start(format);
+    for (row, out) in rows.iter().zip(out.iter_mut()) {
+        let mut acc = [0.0f32; GROUP];
+        let mut mins = [0.0f32; GROUP];
+        for (b, blk) in group.chunks_exact(gbb).enumerate() {
+            let x = &row.q[b * BLOCK..(b + 1) * BLOCK];
+            for (c, (acc, mins)) in acc.iter_mut().zip(&mut mins).enumerate() {
+                let dw = half_to_f32(u16::from_le_bytes([blk[2 * c], blk[2 * c + 1]]));
+                let mut isum = 0i32;
+                match format {
+                    QuantFormat::Q4_1 => {
+                        for j in 0..4 {
+                            for i in 0..4 {
+                                let byte = blk[start + 64 * j + 4 * c + i];
+                                isum += (byte & 0x0f) as i32 * x[4 * j + i] as i32
+                                    + (byte >> 4) as i32 * x[16 + 4 * j + i] as i32;
+                            }
+                        }
+                    }
+                    _ => {
+                        for j in 0..8 {
+                            for i in 0..4 {
+                                let w = blk[start + 64 * j + 4 * c + i] as i32 - 128;
+                                isum += w * x[4 * j + i] as i32;
+                            }
+                        }
+                    }
+                }
+                *acc = (dw * row.d[b]).mul_add(isum as f32, *acc);
+                if format == QuantFormat::Q4_1 {
+                    let mw = half_to_f32(u16::from_le_bytes([blk[32 + 2 * c], blk[33 + 2 * c]]));
+                    *mins = mw.mul_add(row.s[b], *mins);
+                }
+            }
+        }
+        *out = std::array::from_fn(|c| acc[c] + mins[c]);
+    }
+}
+
+/// Rows handled together by one kernel call: each group's weights are unpacked once for them.
+pub(crate) const TILE: usize = 8;
+
+/// `out[rows, 16]` of one packed group for up to [`TILE`] input rows, with the best kernel.
+pub(crate) fn group_tile(
+    format: QuantFormat,
+    group: &[u8],
+    rows: &[PackedRow<'_>],
+    out: &mut [[f32; GROUP]],
+) {
+    let blocks = group.len() / group_block_bytes(format);
+    for r in rows {
+        assert!(r.d.len() >= blocks && r.s.len() >= blocks && r.sum.len() >= blocks);
+        assert!(r.q.len() >= blocks * BLOCK);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::has_avx512_vnni() {
+        macro_rules! run {
+            ($n:literal) => {{
+                let tile: [PackedRow<'_>; $n] = std::array::from_fn(|i| rows[i]);
+                // SAFETY: has_avx512_vnni() checked the features the kernel enables; every row
+                // holds the scales, sums and values of the group's `blocks` blocks (asserted
+                // above), and the group is whole blocks of `16 · block_bytes`.
+                let v = unsafe { vnni::group_tile::<$n>(format, group, tile) };
+                out[..$n].copy_from_slice(&v);
+            }};
+        }
+        match rows.len() {
+            8 => run!(8),
+            7 => run!(7),
+            6 => run!(6),
+            5 => run!(5),
+            4 => run!(4),
+            3 => run!(3),
+            2 => run!(2),
+            1 => run!(1),
+            _ => unreachable!("at most TILE rows"),
+        }
+        return;
+    }
+    group_dots(format, group, rows, out);
+}
+
+/// The AVX-512 VNNI kernel.
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{chunks_start, group_block_bytes, PackedRow, GROUP};
+    use crate::quant::{QuantFormat, BLOCK};
+    use std::arch::x86_64::*;
+
+    /// One group's 16 outputs for `R` rows.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW/VNNI, FMA and F16C; `group` is whole group blocks of
+    /// `format` (Q4_1 or Q8_0) and every row holds `blocks` scales and sums and `32 blocks`
+    /// values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+    pub(super) unsafe fn group_tile<const R: usize>(
+        format: QuantFormat,
+        group: &[u8],
+        rows: [PackedRow<'_>; R],
+    ) -> [[f32; GROUP]; R] {
+        let gbb = group_block_bytes(format);
+        let blocks = group.len() / gbb;
+        let start = chunks_start(format);
+        let q4 = format == QuantFormat::Q4_1;
+        // SAFETY: block `b < blocks` spans `group[b·gbb .. (b+1)·gbb]`: 32 (and for Q4_1 64)
+        // bytes of scales, then 4 (Q4_1) or 8 (Q8_0) 64-byte chunks, all inside it; row reads
+        // are `q[32 b .. 32 b + 32]` and index `b` of the scale and sum slices, which the caller
+        // guarantees exist; the features are the caller's duty.
+        unsafe {
+            let mask = _mm512_set1_epi8(0x0f);
+            let mut acc = [_mm512_setzero_ps(); R];
+            let mut mins = [_mm512_setzero_ps(); R];
+            for b in 0..blocks {
+                let blk = group.as_ptr().add(b * gbb);
+                let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+                let mut w = [_mm512_setzero_si512(); 8];
+                if q4 {
+                    for j in 0..4 {
+                        let raw = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
+                        w[j] = _mm512_and_si512(raw, mask);
+                        w[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
+                    }
+                } else {
+                    for (j, w) in w.iter_mut().enumerate() {
+                        *w = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
+                    }
+                }
+                let mw = if q4 {
+                    _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32) as *const __m256i))
+                } else {
+                    _mm512_setzero_ps()
+                };
+                for (r, row) in rows.iter().enumerate() {
+                    let x = row.q.as_ptr().add(b * BLOCK) as *const i32;
+                    // Q8_0 weights are stored plus 128: start from -128 · Σx.
+                    let mut isum = if q4 {
+                        _mm512_setzero_si512()
+                    } else {
+                        _mm512_set1_epi32(-128 * *row.sum.get_unchecked(b))
+                    };
+                    for (j, w) in w.iter().enumerate() {
+                        let xj = _mm512_set1_epi32(x.add(j).read_unaligned());
+                        isum = _mm512_dpbusd_epi32(isum, *w, xj);
+                    }
+                    let scale = _mm512_mul_ps(dw, _mm512_set1_ps(*row.d.get_unchecked(b)));
+                    acc[r] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(isum), acc[r]);
+                    if q4 {
+                        mins[r] =
+                            _mm512_fmadd_ps(mw, _mm512_set1_ps(*row.s.get_unchecked(b)), mins[r]);
+                    }
+                }
+            }
+            std::array::from_fn(|r| {
+                let mut o = [0.0f32; GROUP];
+                _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(acc[r], mins[r]));
+                o
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{f32_to_half, QuantLinear};
+    use std::sync::Arc;
+
+    /// A `[out, in]` matrix of random ggml blocks with scales (and Q4_1 minimums) near ±0.01.
+    fn random_matrix(format: QuantFormat, out: usize, inp: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            s
+        };
+        let bytes = out * inp / BLOCK * format.block_bytes();
+        let mut data: Vec<u8> = (0..bytes).map(|_| next() as u8).collect();
+        let scales = if format == QuantFormat::Q4_1 { 2 } else { 1 };
+        for blk in data.chunks_exact_mut(format.block_bytes()) {
+            for i in 0..scales {
+                let v = (next() % 2000) as f32 / 1e5 - 0.01;
+                blk[2 * i..2 * i + 2].copy_from_slice(&f32_to_half(v).to_le_bytes());
+            }
+        }
+        data
+    }
+
+    fn input(rows: usize, k: usize, seed: usize) -> Vec<f32> {
+        (0..rows * k)
+            .map(|i| (((i + 31 * seed) * 7919 % 251) as f32 - 125.0) / 37.0)
+            .collect()
+    }
+
+    const FORMATS: [QuantFormat; 2] = [QuantFormat::Q4_1, QuantFormat::Q8_0];
+
+    #[test]
+    fn packing_round_trips_and_keeps_every_row() {
+        for format in FORMATS {
+            let (n, k) = (48, 96);
+            let ggml = random_matrix(format, n, k, 3);
+            let mut packed = ggml.clone();
+            pack_in_place(format, n, k, &mut packed);
+            assert_ne!(packed, ggml, "{format:?}: packing moved nothing");
+            let rows = QuantLinear::new(format, ggml.clone(), n, k);
+            for r in 0..n {
+                let (mut want, mut got) = (vec![0.0; k], vec![0.0; k]);
+                rows.dequantize_row(r, &mut want);
+                dequantize_row(format, k, &packed, r, &mut got);
+                assert_eq!(got, want, "{format:?} row {r}");
+            }
+            unpack_in_place(format, n, k, &mut packed);
+            assert_eq!(
+                packed, ggml,
+                "{format:?}: unpacking restores the ggml bytes"
+            );
+        }
+    }
+
+    /// The VNNI kernel (where this CPU has it) against the plain code: bit-identical.
+    #[test]
+    fn tile_kernel_equals_the_plain_group_dots() {
+        for format in FORMATS {
+            let k = 320;
+            let mut w = random_matrix(format, GROUP, k, 5);
+            pack_in_place(format, GROUP, k, &mut w);
+            let x = input(TILE, k, 1);
+            let acts: Vec<_> = x
+                .chunks_exact(k)
+                .map(crate::quant::quantize_row_for_tests)
+                .collect();
+            let rows: Vec<PackedRow<'_>> = acts
+                .iter()
+                .map(|(d, s, sum, q)| PackedRow { d, s, sum, q })
+                .collect();
+            for n in 1..=TILE {
+                let mut want = vec![[0.0; GROUP]; n];
+                let mut got = vec![[f32::NAN; GROUP]; n];
+                group_dots(format, &w, &rows[..n], &mut want);
+                group_tile(format, &w, &rows[..n], &mut got);
+                assert_eq!(got, want, "{format:?}, {n} rows");
+            }
+        }
+    }
+
+    /// A packed layer against the same layer on ggml rows, for 1 to 19 input rows (tiles and
+    /// a remainder, one thread and several): within float rounding, and each row's outputs
+    /// independent of the other rows of the call.
+    #[test]
+    fn packed_layer_matches_the_row_layout() {
+        for format in FORMATS {
+            let (n, k) = (64 * 16, 256);
+            let ggml = random_matrix(format, n, k, 9);
+            let mut packed = ggml.clone();
+            pack_in_place(format, n, k, &mut packed);
+            let rows = QuantLinear::new(format, ggml, n, k);
+            let fast = QuantLinear::from_shared_packed(format, Arc::new(packed), 0, n, k);
+            let x = input(19, k, 2);
+            let mut alone = vec![0.0; n];
+            fast.forward(&x[..k], 1, &mut alone);
+            for m in [1, 3, 8, 19] {
+                let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
+                rows.forward(&x[..m * k], m, &mut want);
+                fast.forward(&x[..m * k], m, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{format:?}, {m} rows, output {i}: {g} vs {w}"
+                    );
+                }
+                assert_eq!(got[..n], alone[..], "{format:?}: row 0 alone and among {m}");
+            }
+        }
+    }
+}
