@@ -107,6 +107,10 @@ pub fn causal_cached_many(shape: &CausalShape, jobs: &mut [CausalJob<'_>]) {
 
 crate::cpu::multiversion! {
     /// One row at position `pos`: every query head of `q` over the visible cached positions.
+    ///
+    /// The query heads that share a key/value head are computed together, so that each cached
+    /// key and value is read from memory once for all of them (the cache of a long batch does
+    /// not fit in the CPU caches); each head's arithmetic is the same as alone.
     pub fn attend_row(
         shape: &CausalShape,
         q: &[f32],
@@ -119,64 +123,117 @@ crate::cpu::multiversion! {
         let kv_w = shape.kv_heads * d;
         let group = shape.heads / shape.kv_heads;
         let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let mut scores = vec![0.0f32; pos + 1 - first];
-        for head in 0..shape.heads {
-            let off = (head / group) * d;
-            let qh = &q[head * d..(head + 1) * d];
+        let n = pos + 1 - first;
+        // Row `h` holds query head `kv · group + h`'s scores, then its probabilities.
+        let mut probs = vec![0.0f32; group * n];
+        for kv in 0..shape.kv_heads {
+            let off = kv * d;
+            let heads = kv * group..(kv + 1) * group;
             let mut done = 0;
             #[cfg(target_arch = "x86_64")]
             if d.is_multiple_of(16) && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
-                for (i, s16) in scores.chunks_exact_mut(16).enumerate() {
-                    let at = (first + 16 * i) * kv_w + off;
+                while done + 16 <= n {
+                    let at = (first + done) * kv_w + off;
                     let span = &keys[at..at + 15 * kv_w + d];
-                    // SAFETY: simd_level() reported AVX-512F; `span` holds the 16 keys of this
-                    // chunk (`15 kv_w + d` values from the first) and `qh` is `d` values, `d` a
-                    // multiple of 16, as `scores16` requires.
-                    unsafe { avx512::scores16(qh, span, kv_w, shape.scale, s16) };
+                    for (h, head) in heads.clone().enumerate() {
+                        let qh = &q[head * d..(head + 1) * d];
+                        let s16 = &mut probs[h * n + done..h * n + done + 16];
+                        // SAFETY: simd_level() reported AVX-512F; `span` holds the 16 keys of
+                        // this chunk (`15 kv_w + d` values from the first) and `qh` is `d`
+                        // values, `d` a multiple of 16, as `scores16` requires.
+                        unsafe { avx512::scores16(qh, span, kv_w, shape.scale, s16) };
+                    }
                     done += 16;
                 }
             }
-            for (i, s) in scores.iter_mut().enumerate().skip(done) {
+            for i in done..n {
                 let k = &keys[(first + i) * kv_w + off..(first + i) * kv_w + off + d];
-                *s = score(qh, k) * shape.scale;
+                for (h, head) in heads.clone().enumerate() {
+                    probs[h * n + i] = score(&q[head * d..(head + 1) * d], k) * shape.scale;
+                }
             }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            // The exponentials first, then their sum: with no call inside it, the sum stays
-            // in a register instead of crossing each `exp` call through the stack.
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
+            for row in probs.chunks_exact_mut(n) {
+                softmax(row, shape.f16_probs);
             }
-            let mut total = 0.0f64;
-            for &s in scores.iter() {
-                total += s as f64;
-            }
-            let inv = (1.0 / total) as f32;
-            for s in scores.iter_mut() {
-                *s = if shape.f16_probs { round_to_f16(*s * inv) } else { *s * inv };
-            }
-            // The weighted values, up to 64 outputs at a time summed in registers (summing
-            // into `out` would make each position wait for the previous one's store).
-            let o = &mut out[head * d..(head + 1) * d];
-            for c0 in (0..d).step_by(PV_CHUNK) {
-                let width = PV_CHUNK.min(d - c0);
-                let mut acc = [0.0f32; PV_CHUNK];
-                for (i, &p) in scores.iter().enumerate() {
-                    let at = (first + i) * kv_w + off + c0;
-                    if let Ok(v) = <&[f32; PV_CHUNK]>::try_from(&values[at..at + width]) {
-                        // Fixed width: the compiler keeps `acc` in registers.
-                        for (a, &v) in acc.iter_mut().zip(v) {
-                            *a += p * v;
-                        }
-                    } else {
-                        for (a, &v) in acc[..width].iter_mut().zip(&values[at..at + width]) {
-                            *a += p * v;
-                        }
+            // The weighted values, up to 64 outputs of up to 4 heads at a time, summed in
+            // registers (summing into `out` would make each position wait for the previous
+            // one's store).
+            for (c, rows) in probs.chunks(4 * n).enumerate() {
+                let h0 = kv * group + 4 * c;
+                for c0 in (0..d).step_by(PV_CHUNK) {
+                    let width = PV_CHUNK.min(d - c0);
+                    let at = first * kv_w + off + c0;
+                    let sums = match rows.len() / n {
+                        1 => weighted::<1>(rows, n, &values[at..], kv_w, width).to_vec(),
+                        2 => weighted::<2>(rows, n, &values[at..], kv_w, width).to_vec(),
+                        3 => weighted::<3>(rows, n, &values[at..], kv_w, width).to_vec(),
+                        _ => weighted::<4>(rows, n, &values[at..], kv_w, width).to_vec(),
+                    };
+                    for (h, acc) in sums.iter().enumerate() {
+                        let o = (h0 + h) * d + c0;
+                        out[o..o + width].copy_from_slice(&acc[..width]);
                     }
                 }
-                o[c0..c0 + width].copy_from_slice(&acc[..width]);
             }
         }
     }
+}
+
+/// Scores to probabilities in place, as ggml computes softmax: the maximum subtracted, the
+/// exponentials summed in `f64`, an `f32` reciprocal, and optionally rounded to `f16`.
+#[inline(always)]
+fn softmax(row: &mut [f32], f16_probs: bool) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // The exponentials first, then their sum: with no call inside it, the sum stays in a
+    // register instead of crossing each `exp` call through the stack.
+    for s in row.iter_mut() {
+        *s = (*s - max).exp();
+    }
+    let mut total = 0.0f64;
+    for &s in row.iter() {
+        total += s as f64;
+    }
+    let inv = (1.0 / total) as f32;
+    for s in row.iter_mut() {
+        *s = if f16_probs {
+            round_to_f16(*s * inv)
+        } else {
+            *s * inv
+        };
+    }
+}
+
+/// `Σ_i p_h[i] · v_i[..width]` for `H` heads whose `n` probabilities are the rows of `probs`,
+/// `v_i = values[i · stride ..]`; each value row is read once for all the heads.
+#[inline(always)]
+fn weighted<const H: usize>(
+    probs: &[f32],
+    n: usize,
+    values: &[f32],
+    stride: usize,
+    width: usize,
+) -> [[f32; PV_CHUNK]; H] {
+    let mut acc = [[0.0f32; PV_CHUNK]; H];
+    for i in 0..n {
+        let v = &values[i * stride..i * stride + width];
+        if let Ok(v) = <&[f32; PV_CHUNK]>::try_from(v) {
+            // Fixed width: the compiler keeps `acc` in registers.
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let p = probs[h * n + i];
+                for (a, &v) in acc.iter_mut().zip(v) {
+                    *a += p * v;
+                }
+            }
+        } else {
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let p = probs[h * n + i];
+                for (a, &v) in acc[..width].iter_mut().zip(v) {
+                    *a += p * v;
+                }
+            }
+        }
+    }
+    acc
 }
 
 /// `q · k` as attention sums it: 16 lane sums over the 16-wide chunks, then the lanes in
