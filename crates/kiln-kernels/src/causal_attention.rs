@@ -129,6 +129,8 @@ crate::cpu::multiversion! {
         for kv in 0..shape.kv_heads {
             let off = kv * d;
             let heads = kv * group..(kv + 1) * group;
+            // Positions whose scores the AVX-512 kernel formed, 16 at a time.
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
             let mut done = 0;
             #[cfg(target_arch = "x86_64")]
             if d.is_multiple_of(16) && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {

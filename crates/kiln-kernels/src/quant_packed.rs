@@ -16,7 +16,7 @@
 //! exact integer block sum, plus for Q4_1 the minimums' part `mins = fma(m_w, s_x, mins)` summed
 //! apart and added at the end (as ggml's kernels do, so that neither part rounds at the
 //! other's magnitude): the scalar
-//! [`group_dots`] and the VNNI kernel compute bit-identical results, and a row's result does
+//! `group_dots` and the VNNI kernel compute bit-identical results, and a row's result does
 //! not depend on the other rows of the call.
 
 use crate::quant::{half_to_f32, QuantFormat, BLOCK};
