@@ -33,10 +33,10 @@ fn check(env_var: &str, default: &str) -> usize {
         if !b.packed {
             continue;
         }
-        let format = if a.ggml_type == GgmlType::Q4_1 {
-            QuantFormat::Q4_1
-        } else {
-            QuantFormat::Q8_0
+        let format = match a.ggml_type {
+            GgmlType::Q4_1 => QuantFormat::Q4_1,
+            GgmlType::Q5_0 => QuantFormat::Q5_0,
+            _ => QuantFormat::Q8_0,
         };
         let (n, k) = (a.shape[0], a.shape[1]);
         let rows = QuantLinear::from_shared(format, stored.shared_bytes(), a.offset, n, k);
@@ -110,6 +110,7 @@ fn gemma3_packed_matrices_compute_as_the_file_rows() {
         "KILN_GEMMA3_GGUF",
         "models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
     );
-    // The tied embedding and nine value projections are Q8_0; the rest are K formats.
-    assert_eq!(n, 10);
+    // Q5_0: every layer's query, key, gate and up projections and nine value projections;
+    // Q8_0: the tied embedding and the other nine value projections. The rest are K formats.
+    assert_eq!(n, 18 * 4 + 9 + 10);
 }

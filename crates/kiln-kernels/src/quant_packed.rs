@@ -1,4 +1,4 @@
-//! The packed layout of Q4_1 and Q8_0 matrices, and its dense-layer kernels.
+//! The packed layout of Q4_1, Q5_0 and Q8_0 matrices, and its dense-layer kernels.
 //!
 //! ggml stores a weight matrix row by row: each output column's blocks in a run. A dot-product
 //! kernel on that layout turns every 32-value block of every (input row, output column) pair
@@ -24,11 +24,13 @@ use crate::quant::{half_to_f32, QuantFormat, BLOCK};
 /// Output columns interleaved in one packed group (one 32-bit lane each of a 512-bit register).
 pub const GROUP: usize = 16;
 
-/// Whether a `[out_features, in_features]` matrix of `format` has a packed layout: Q4_1 or
-/// Q8_0, in whole groups of columns and whole blocks.
+/// Whether a `[out_features, in_features]` matrix of `format` has a packed layout: Q4_1, Q5_0
+/// or Q8_0, in whole groups of columns and whole blocks.
 pub fn packable(format: QuantFormat, out_features: usize, in_features: usize) -> bool {
-    matches!(format, QuantFormat::Q4_1 | QuantFormat::Q8_0)
-        && out_features > 0
+    matches!(
+        format,
+        QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q8_0
+    ) && out_features > 0
         && out_features.is_multiple_of(GROUP)
         && in_features > 0
         && in_features.is_multiple_of(BLOCK)
@@ -53,6 +55,8 @@ fn chunks_start(format: QuantFormat) -> usize {
     match format {
         // 16 scales, then 16 minimums.
         QuantFormat::Q4_1 => 64,
+        // 16 scales, then the fifth bits: 8 masks of 64 bits.
+        QuantFormat::Q5_0 => 96,
         _ => 32,
     }
 }
@@ -60,10 +64,12 @@ fn chunks_start(format: QuantFormat) -> usize {
 /// Rearranges the ggml bytes of a `[out, in]` matrix into the packed layout, in place.
 ///
 /// Group `g`, block `b` starts at byte `(g · blocks + b) · 16 · block_bytes`: the 16 columns'
-/// f16 scales, (Q4_1) their 16 f16 minimums, then 64-byte chunks whose 4-byte lane `c` holds
-/// column `c`'s bytes `4j..4j+4` of the block's values: for Q4_1, chunk `j < 4` of the nibble
-/// bytes (low nibbles are values `4j..4j+4`, high nibbles values `16+4j..`); for Q8_0, chunk
-/// `j < 8` of the values, each stored plus 128 as an unsigned byte.
+/// f16 scales, (Q4_1) their 16 f16 minimums, (Q5_0) 8 little-endian 64-bit masks of the fifth
+/// bits (bit `4c + i` of mask `g` is column `c`'s value `4g + i`'s), then 64-byte chunks whose
+/// 4-byte lane `c` holds column `c`'s bytes `4j..4j+4` of the block's values: for Q4_1 and Q5_0,
+/// chunk `j < 4` of the nibble bytes (low nibbles are values `4j..4j+4`, high nibbles values
+/// `16+4j..`); for Q8_0, chunk `j < 8` of the values, each stored plus 128 as an unsigned byte.
+/// Every 4-value group `g` (values `4g..4g+4`) thus meets one 64-byte weight vector.
 ///
 /// # Panics
 /// If the matrix is not [`packable`] or `bytes` is not its size.
@@ -157,6 +163,15 @@ fn put_column(format: QuantFormat, blk: &[u8], c: usize, dst: &mut [u8]) {
             dst[32 + 2 * c..34 + 2 * c].copy_from_slice(&blk[2..4]);
             &blk[4..20]
         }
+        QuantFormat::Q5_0 => {
+            let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
+            let shift = 4 * (c % 2);
+            for g in 0..8 {
+                let byte = &mut dst[32 + 8 * g + c / 2];
+                *byte = (*byte & !(0x0f << shift)) | ((((qh >> (4 * g)) & 0x0f) as u8) << shift);
+            }
+            &blk[6..22]
+        }
         _ => &blk[2..34],
     };
     for (j, four) in values.chunks_exact(4).enumerate() {
@@ -179,6 +194,13 @@ fn take_column(format: QuantFormat, src: &[u8], c: usize, blk: &mut [u8]) {
         QuantFormat::Q4_1 => {
             blk[2..4].copy_from_slice(&src[32 + 2 * c..34 + 2 * c]);
             &mut blk[4..20]
+        }
+        QuantFormat::Q5_0 => {
+            let qh = (0..8).fold(0u32, |qh, g| {
+                qh | ((((src[32 + 8 * g + c / 2] >> (4 * (c % 2))) & 0x0f) as u32) << (4 * g))
+            });
+            blk[2..6].copy_from_slice(&qh.to_le_bytes());
+            &mut blk[6..22]
         }
         _ => &mut blk[2..34],
     };
@@ -218,6 +240,7 @@ pub fn dequantize_row(
                     o[j + 16] = (q >> 4) as f32 * d + m;
                 }
             }
+            QuantFormat::Q5_0 => crate::quant_blocks::dequantize_q5_0(blk, o),
             _ => {
                 for (o, &q) in o.iter_mut().zip(&blk[2..34]) {
                     *o = q as i8 as f32 * d;
@@ -261,6 +284,18 @@ pub(crate) fn group_dots(
                                 let byte = blk[start + 64 * j + 4 * c + i];
                                 isum += (byte & 0x0f) as i32 * x[4 * j + i] as i32
                                     + (byte >> 4) as i32 * x[16 + 4 * j + i] as i32;
+                            }
+                        }
+                    }
+                    QuantFormat::Q5_0 => {
+                        for g in 0..8 {
+                            let mask = &blk[32 + 8 * g..40 + 8 * g];
+                            for i in 0..4 {
+                                let byte = blk[start + 64 * (g % 4) + 4 * c + i];
+                                let nibble = if g < 4 { byte & 0x0f } else { byte >> 4 };
+                                let high = (mask[c / 2] >> (4 * (c % 2) + i)) & 1;
+                                let w = (nibble | high << 4) as i32 - 16;
+                                isum += w * x[4 * g + i] as i32;
                             }
                         }
                     }
@@ -338,7 +373,7 @@ mod vnni {
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW/VNNI, FMA and F16C; `group` is whole group blocks of
-    /// `format` (Q4_1 or Q8_0) and every row holds `blocks` scales and sums and `32 blocks`
+    /// `format` (Q4_1, Q5_0 or Q8_0) and every row holds `blocks` scales and sums and `32 blocks`
     /// values.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn group_tile<const R: usize>(
@@ -350,23 +385,34 @@ mod vnni {
         let blocks = group.len() / gbb;
         let start = chunks_start(format);
         let q4 = format == QuantFormat::Q4_1;
-        // SAFETY: block `b < blocks` spans `group[b·gbb .. (b+1)·gbb]`: 32 (and for Q4_1 64)
-        // bytes of scales, then 4 (Q4_1) or 8 (Q8_0) 64-byte chunks, all inside it; row reads
+        let q5 = format == QuantFormat::Q5_0;
+        // SAFETY: block `b < blocks` spans `group[b·gbb .. (b+1)·gbb]`: 32 bytes of scales
+        // (then 32 of minimums for Q4_1, or 64 of fifth-bit masks for Q5_0), then 4 (Q4_1,
+        // Q5_0) or 8 (Q8_0) 64-byte chunks, all inside it; row reads
         // are `q[32 b .. 32 b + 32]` and index `b` of the scale and sum slices, which the caller
         // guarantees exist; the features are the caller's duty.
         unsafe {
             let mask = _mm512_set1_epi8(0x0f);
+            let bit4 = _mm512_set1_epi8(0x10);
             let mut acc = [_mm512_setzero_ps(); R];
             let mut mins = [_mm512_setzero_ps(); R];
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * gbb);
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
                 let mut w = [_mm512_setzero_si512(); 8];
-                if q4 {
+                if q4 || q5 {
                     for j in 0..4 {
                         let raw = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
                         w[j] = _mm512_and_si512(raw, mask);
                         w[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
+                    }
+                    if q5 {
+                        // Bit `4c + i` of mask `g` is byte `4c + i`'s fifth bit (16).
+                        for (g, w) in w.iter_mut().enumerate() {
+                            let bits = (blk.add(32 + 8 * g) as *const u64).read_unaligned();
+                            let high = _mm512_and_si512(_mm512_movm_epi8(bits), bit4);
+                            *w = _mm512_or_si512(*w, high);
+                        }
                     }
                 } else {
                     for (j, w) in w.iter_mut().enumerate() {
@@ -380,11 +426,12 @@ mod vnni {
                 };
                 for (r, row) in rows.iter().enumerate() {
                     let x = row.q.as_ptr().add(b * BLOCK) as *const i32;
-                    // Q8_0 weights are stored plus 128: start from -128 · Σx.
-                    let mut isum = if q4 {
-                        _mm512_setzero_si512()
-                    } else {
-                        _mm512_set1_epi32(-128 * *row.sum.get_unchecked(b))
+                    // Q5_0 weights are stored plus 16 and Q8_0 weights plus 128: start from
+                    // -16 · Σx or -128 · Σx.
+                    let mut isum = match format {
+                        QuantFormat::Q4_1 => _mm512_setzero_si512(),
+                        QuantFormat::Q5_0 => _mm512_set1_epi32(-16 * *row.sum.get_unchecked(b)),
+                        _ => _mm512_set1_epi32(-128 * *row.sum.get_unchecked(b)),
                     };
                     for (j, w) in w.iter().enumerate() {
                         let xj = _mm512_set1_epi32(x.add(j).read_unaligned());
@@ -440,7 +487,7 @@ mod tests {
             .collect()
     }
 
-    const FORMATS: [QuantFormat; 2] = [QuantFormat::Q4_1, QuantFormat::Q8_0];
+    const FORMATS: [QuantFormat; 3] = [QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q8_0];
 
     #[test]
     fn packing_round_trips_and_keeps_every_row() {
