@@ -165,19 +165,25 @@ crate::cpu::multiversion! {
                 for c0 in (0..d).step_by(PV_CHUNK) {
                     let width = PV_CHUNK.min(d - c0);
                     let at = first * kv_w + off + c0;
-                    let sums = match rows.len() / n {
-                        1 => weighted::<1>(rows, n, &values[at..], kv_w, width).to_vec(),
-                        2 => weighted::<2>(rows, n, &values[at..], kv_w, width).to_vec(),
-                        3 => weighted::<3>(rows, n, &values[at..], kv_w, width).to_vec(),
-                        _ => weighted::<4>(rows, n, &values[at..], kv_w, width).to_vec(),
-                    };
-                    for (h, acc) in sums.iter().enumerate() {
-                        let o = (h0 + h) * d + c0;
-                        out[o..o + width].copy_from_slice(&acc[..width]);
+                    let v = &values[at..];
+                    let o = &mut out[h0 * d + c0..];
+                    match rows.len() / n {
+                        1 => put(&weighted::<1>(rows, n, v, kv_w, width), d, width, o),
+                        2 => put(&weighted::<2>(rows, n, v, kv_w, width), d, width, o),
+                        3 => put(&weighted::<3>(rows, n, v, kv_w, width), d, width, o),
+                        _ => put(&weighted::<4>(rows, n, v, kv_w, width), d, width, o),
                     }
                 }
             }
         }
+    }
+}
+
+/// Copies the first `width` sums of each head into `out`, heads `d` apart.
+#[inline(always)]
+fn put(sums: &[[f32; PV_CHUNK]], d: usize, width: usize, out: &mut [f32]) {
+    for (h, acc) in sums.iter().enumerate() {
+        out[h * d..h * d + width].copy_from_slice(&acc[..width]);
     }
 }
 

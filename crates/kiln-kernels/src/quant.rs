@@ -288,11 +288,6 @@ impl QuantLinear {
         }
     }
 
-    /// Whether the blocks are in the packed layout.
-    pub fn is_packed(&self) -> bool {
-        self.packed
-    }
-
     /// This layer's blocks.
     fn data(&self) -> &[u8] {
         let len = self.out_features * self.in_features / self.format.block_len()
@@ -360,62 +355,27 @@ impl QuantLinear {
             .chunks_exact(k)
             .map(|row| Activations::new(self.format, row))
             .collect();
+        let parallel =
+            2 * rows * k * n >= quant_parallel_threshold(self.format, rows) && threads() > 1;
         if self.packed {
-            return self.forward_packed(&quantized, out);
+            return self.forward_packed(&quantized, out, parallel);
         }
         let inputs = Inputs::new(self.format, &quantized);
         let data = self.data();
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
-        let parallel =
-            2 * rows * k * n >= quant_parallel_threshold(self.format, rows) && threads() > 1;
-        if rows == 1 && parallel {
-            // One row: each chunk of output columns is a contiguous slice of `out`.
-            let chunk = n.div_ceil(threads() * 4).max(1);
-            out.par_chunks_mut(chunk).enumerate().for_each(|(c, part)| {
-                for (i, slot) in part.iter_mut().enumerate() {
-                    let o = c * chunk + i;
-                    let w = &data[o * row_bytes..(o + 1) * row_bytes];
-                    dot_rows(self.format, w, &inputs, |_, v| *slot = v);
-                }
-            });
-        } else if parallel {
-            // Output columns are split into chunks; each chunk writes its own columns.
-            let chunk = n.div_ceil(threads() * 4).max(1);
-            let parts: Vec<(usize, Vec<f32>)> = (0..n)
-                .step_by(chunk)
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(|start| {
-                    let end = n.min(start + chunk);
-                    let mut part = vec![0.0f32; rows * (end - start)];
-                    for o in start..end {
-                        let w = &data[o * row_bytes..(o + 1) * row_bytes];
-                        dot_rows(self.format, w, &inputs, |r, v| {
-                            part[r * (end - start) + o - start] = v
-                        });
-                    }
-                    (start, part)
-                })
-                .collect();
-            for (start, part) in parts {
-                let width = part.len() / rows.max(1);
-                for r in 0..rows {
-                    out[r * n + start..r * n + start + width]
-                        .copy_from_slice(&part[r * width..(r + 1) * width]);
-                }
-            }
-        } else {
-            for o in 0..n {
+        let chunk = n.div_ceil(threads() * 4).max(1);
+        by_columns(out, rows, n, chunk, parallel, |start, end, part| {
+            for o in start..end {
                 let w = &data[o * row_bytes..(o + 1) * row_bytes];
-                dot_rows(self.format, w, &inputs, |r, v| out[r * n + o] = v);
+                dot_rows(self.format, w, &inputs, |r, v| {
+                    part[r * (end - start) + o - start] = v
+                });
             }
-        }
+        });
     }
-}
 
-impl QuantLinear {
     /// `forward` on the packed layout: output columns in groups of 16, input rows in tiles.
-    fn forward_packed(&self, quantized: &[Activations], out: &mut [f32]) {
+    fn forward_packed(&self, quantized: &[Activations], out: &mut [f32], parallel: bool) {
         use crate::quant_packed::{group_tile, PackedRow, GROUP, TILE};
         let (k, n, rows) = (self.in_features, self.out_features, quantized.len());
         let rows_in: Vec<PackedRow<'_>> = quantized
@@ -427,13 +387,13 @@ impl QuantLinear {
             .collect();
         let data = self.data();
         let group_bytes = k / BLOCK * self.format.block_bytes() * GROUP;
-        let groups = n / GROUP;
-        // Fills `part` (rows × the columns of groups `first..first + count`).
-        let run = |first: usize, count: usize, part: &mut [f32]| {
-            let width = count * GROUP;
+        // Chunks of whole groups.
+        let chunk = (n / GROUP).div_ceil(threads() * 4).max(1) * GROUP;
+        by_columns(out, rows, n, chunk, parallel, |start, end, part| {
+            let width = end - start;
             let mut tile_out = [[0.0f32; GROUP]; TILE];
-            for g in 0..count {
-                let group = &data[(first + g) * group_bytes..][..group_bytes];
+            for g in 0..width / GROUP {
+                let group = &data[(start / GROUP + g) * group_bytes..][..group_bytes];
                 for (t, tile) in rows_in.chunks(TILE).enumerate() {
                     group_tile(self.format, group, tile, &mut tile_out[..tile.len()]);
                     for (i, o) in tile_out[..tile.len()].iter().enumerate() {
@@ -442,37 +402,48 @@ impl QuantLinear {
                     }
                 }
             }
-        };
-        let parallel =
-            2 * rows * k * n >= quant_parallel_threshold(self.format, rows) && threads() > 1;
-        if !parallel {
-            return run(0, groups, out);
-        }
-        let chunk = groups.div_ceil(threads() * 4).max(1);
-        if rows == 1 {
-            // One row: each chunk of groups is a contiguous slice of `out`.
-            out.par_chunks_mut(chunk * GROUP)
-                .enumerate()
-                .for_each(|(c, part)| run(c * chunk, part.len() / GROUP, part));
-            return;
-        }
-        let parts: Vec<(usize, Vec<f32>)> = (0..groups)
-            .step_by(chunk)
-            .collect::<Vec<_>>()
-            .into_par_iter()
-            .map(|first| {
-                let count = chunk.min(groups - first);
-                let mut part = vec![0.0f32; rows * count * GROUP];
-                run(first, count, &mut part);
-                (first * GROUP, part)
-            })
-            .collect();
-        for (start, part) in parts {
-            let width = part.len() / rows;
-            for r in 0..rows {
-                out[r * n + start..r * n + start + width]
-                    .copy_from_slice(&part[r * width..(r + 1) * width]);
-            }
+        });
+    }
+}
+
+/// Fills `out` (`rows` rows of `n` columns) by chunks of `chunk` output columns:
+/// `fill(start, end, part)` writes the columns `start..end` of every row into `part`, row-major
+/// (`rows × (end - start)` values). With `parallel`, the chunks are split over the threads (one
+/// row: each chunk is a slice of `out`; several: each fills its own buffer, copied into place);
+/// otherwise one call fills all of `out`.
+fn by_columns(
+    out: &mut [f32],
+    rows: usize,
+    n: usize,
+    chunk: usize,
+    parallel: bool,
+    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+) {
+    if !parallel {
+        return fill(0, n, out);
+    }
+    if rows == 1 {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(c, part)| fill(c * chunk, c * chunk + part.len(), part));
+        return;
+    }
+    let parts: Vec<(usize, Vec<f32>)> = (0..n)
+        .step_by(chunk)
+        .collect::<Vec<_>>()
+        .into_par_iter()
+        .map(|start| {
+            let end = n.min(start + chunk);
+            let mut part = vec![0.0f32; rows * (end - start)];
+            fill(start, end, &mut part);
+            (start, part)
+        })
+        .collect();
+    for (start, part) in parts {
+        let width = part.len() / rows;
+        for r in 0..rows {
+            out[r * n + start..r * n + start + width]
+                .copy_from_slice(&part[r * width..(r + 1) * width]);
         }
     }
 }
