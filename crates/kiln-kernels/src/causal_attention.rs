@@ -2,11 +2,74 @@
 //! an optional sliding window, softmax as ggml computes it (`f64` sum, `f32` reciprocal), and
 //! optionally probabilities rounded to `f16` before they meet the values (llama.cpp's
 //! arithmetic for an `f16` cache). Rows are independent and split over threads when the work
-//! is large (long prompts).
+//! is large (long prompts). The cache is `f32`, or `f16` bits ([`CacheView`]): half the bytes
+//! to read at every step, for the same results.
 
 use crate::parallel::prelude::*;
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
-use crate::quant::round_to_f16;
+use crate::quant::{half_to_f32, round_to_f16};
+
+/// One sequence's cached keys and values, `kv_heads * head_dim` values per position.
+#[derive(Debug, Clone, Copy)]
+pub enum CacheView<'a> {
+    /// Keys and values in `f32`.
+    F32 {
+        /// The keys.
+        keys: &'a [f32],
+        /// The values.
+        values: &'a [f32],
+    },
+    /// Keys and values as `f16` bits (values that were rounded to `f16` before caching give
+    /// exactly the results of the `f32` form).
+    F16 {
+        /// The keys.
+        keys: &'a [u16],
+        /// The values.
+        values: &'a [u16],
+    },
+}
+
+impl CacheView<'_> {
+    /// Values held by the shorter of keys and values.
+    fn len(&self) -> usize {
+        match self {
+            CacheView::F32 { keys, values } => keys.len().min(values.len()),
+            CacheView::F16 { keys, values } => keys.len().min(values.len()),
+        }
+    }
+}
+
+/// Whether an `f16` cache pays on this CPU: where the AVX-512 kernels widen 16 values per
+/// instruction. Elsewhere each `f16` value would cost a plain conversion, more than the
+/// memory it saves.
+pub fn f16_cache_pays() -> bool {
+    cfg!(target_arch = "x86_64") && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512
+}
+
+/// An element type of a cache: `f32`, or `f16` bits.
+trait CacheValue: Copy + Send + Sync {
+    /// Whether the element is `f16` bits (read by the AVX-512 loads).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    const F16: bool;
+    /// The element as `f32`.
+    fn get(self) -> f32;
+}
+
+impl CacheValue for f32 {
+    const F16: bool = false;
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+}
+
+impl CacheValue for u16 {
+    const F16: bool = true;
+    #[inline(always)]
+    fn get(self) -> f32 {
+        half_to_f32(self)
+    }
+}
 
 /// Shape and arithmetic of a cached causal attention call.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +89,8 @@ pub struct CausalShape {
 }
 
 /// Attention of `rows` new rows whose queries start each `q_stride`-wide row of `queries`,
-/// at positions `start..start + rows`, over `keys`/`values` (`kv_heads * head_dim` per
-/// position, all positions up to the last row already written). Writes `[rows, heads *
-/// head_dim]` into `out`.
+/// at positions `start..start + rows`, over the `cache` (all positions up to the last row
+/// already written). Writes `[rows, heads * head_dim]` into `out`.
 ///
 /// # Panics
 /// If the slices are shorter than the shape and row count require.
@@ -36,8 +98,7 @@ pub fn causal_cached(
     shape: &CausalShape,
     queries: &[f32],
     q_stride: usize,
-    keys: &[f32],
-    values: &[f32],
+    cache: CacheView<'_>,
     start: usize,
     out: &mut [f32],
 ) {
@@ -48,14 +109,11 @@ pub fn causal_cached(
         queries.len() >= rows.saturating_sub(1) * q_stride + q_w,
         "queries"
     );
-    assert!(
-        keys.len() >= (start + rows) * kv_w && values.len() >= (start + rows) * kv_w,
-        "cache"
-    );
+    assert!(cache.len() >= (start + rows) * kv_w, "cache");
     let work = rows * (start + rows) * q_w * 4;
     let row = |(r, o): (usize, &mut [f32])| {
         let q = &queries[r * q_stride..r * q_stride + q_w];
-        attend_row(shape, q, keys, values, start + r, o);
+        attend_row(shape, q, cache, start + r, o);
     };
     if work >= PARALLEL_FLOP_THRESHOLD && rows > 1 {
         out.par_chunks_mut(q_w).enumerate().for_each(row);
@@ -71,10 +129,8 @@ pub struct CausalJob<'a> {
     pub queries: &'a [f32],
     /// Distance between consecutive rows' queries.
     pub q_stride: usize,
-    /// The sequence's cached keys, the new rows' included.
-    pub keys: &'a [f32],
-    /// The sequence's cached values, the new rows' included.
-    pub values: &'a [f32],
+    /// The sequence's cached keys and values, the new rows' included.
+    pub cache: CacheView<'a>,
     /// Position of the first new row.
     pub start: usize,
     /// Where the new rows' outputs go.
@@ -94,9 +150,7 @@ pub fn causal_cached_many(shape: &CausalShape, jobs: &mut [CausalJob<'_>]) {
         })
         .sum();
     let run = |j: &mut CausalJob<'_>| {
-        causal_cached(
-            shape, j.queries, j.q_stride, j.keys, j.values, j.start, j.out,
-        )
+        causal_cached(shape, j.queries, j.q_stride, j.cache, j.start, j.out)
     };
     if jobs.len() > 1 && work >= PARALLEL_FLOP_THRESHOLD && crate::parallel::threads() > 1 {
         jobs.into_par_iter().for_each(run);
@@ -107,72 +161,103 @@ pub fn causal_cached_many(shape: &CausalShape, jobs: &mut [CausalJob<'_>]) {
 
 crate::cpu::multiversion! {
     /// One row at position `pos`: every query head of `q` over the visible cached positions.
-    ///
-    /// The query heads that share a key/value head are computed together, so that each cached
-    /// key and value is read from memory once for all of them (the cache of a long batch does
-    /// not fit in the CPU caches); each head's arithmetic is the same as alone.
     pub fn attend_row(
         shape: &CausalShape,
         q: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        cache: CacheView<'_>,
         pos: usize,
         out: &mut [f32],
     ) {
-        let d = shape.head_dim;
-        let kv_w = shape.kv_heads * d;
-        let group = shape.heads / shape.kv_heads;
-        let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
-        let n = pos + 1 - first;
-        // Row `h` holds query head `kv · group + h`'s scores, then its probabilities.
-        let mut probs = vec![0.0f32; group * n];
-        for kv in 0..shape.kv_heads {
-            let off = kv * d;
-            let heads = kv * group..(kv + 1) * group;
-            // Positions whose scores the AVX-512 kernel formed, 16 at a time.
-            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-            let mut done = 0;
-            #[cfg(target_arch = "x86_64")]
-            if d.is_multiple_of(16) && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
-                while done + 16 <= n {
-                    let at = (first + done) * kv_w + off;
-                    let span = &keys[at..at + 15 * kv_w + d];
-                    for (h, head) in heads.clone().enumerate() {
-                        let qh = &q[head * d..(head + 1) * d];
-                        let s16 = &mut probs[h * n + done..h * n + done + 16];
-                        // SAFETY: simd_level() reported AVX-512F; `span` holds the 16 keys of
-                        // this chunk (`15 kv_w + d` values from the first) and `qh` is `d`
-                        // values, `d` a multiple of 16, as `scores16` requires.
-                        unsafe { avx512::scores16(qh, span, kv_w, shape.scale, s16) };
-                    }
-                    done += 16;
-                }
-            }
-            for i in done..n {
-                let k = &keys[(first + i) * kv_w + off..(first + i) * kv_w + off + d];
+        match cache {
+            CacheView::F32 { keys, values } => attend(shape, q, keys, values, pos, out),
+            CacheView::F16 { keys, values } => attend(shape, q, keys, values, pos, out),
+        }
+    }
+}
+
+/// [`attend_row`] over one cache element type.
+///
+/// The query heads that share a key/value head are computed together, so that each cached
+/// key and value is read from memory once for all of them (the cache of a long batch does not
+/// fit in the CPU caches); each head's arithmetic is the same as alone.
+#[inline(always)]
+fn attend<T: CacheValue>(
+    shape: &CausalShape,
+    q: &[f32],
+    keys: &[T],
+    values: &[T],
+    pos: usize,
+    out: &mut [f32],
+) {
+    let d = shape.head_dim;
+    let kv_w = shape.kv_heads * d;
+    let group = shape.heads / shape.kv_heads;
+    let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let n = pos + 1 - first;
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512;
+    // Row `h` holds query head `kv · group + h`'s scores, then its probabilities.
+    let mut probs = vec![0.0f32; group * n];
+    for kv in 0..shape.kv_heads {
+        let off = kv * d;
+        let heads = kv * group..(kv + 1) * group;
+        // Positions whose scores the AVX-512 kernel formed, up to 16 at a time.
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+        let mut done = 0;
+        #[cfg(target_arch = "x86_64")]
+        if avx512 && d.is_multiple_of(16) {
+            while done < n {
+                let count = (n - done).min(16);
+                let at = (first + done) * kv_w + off;
+                let span = &keys[at..at + (count - 1) * kv_w + d];
                 for (h, head) in heads.clone().enumerate() {
-                    probs[h * n + i] = score(&q[head * d..(head + 1) * d], k) * shape.scale;
+                    let qh = &q[head * d..(head + 1) * d];
+                    let s = &mut probs[h * n + done..h * n + done + count];
+                    // SAFETY: simd_level() reported AVX-512F; `span` holds the `count` keys of
+                    // this chunk (`(count - 1) kv_w + d` values from the first) and `qh` is `d`
+                    // values, `d` a multiple of 16, as `scores16` requires.
+                    unsafe { avx512::scores16(qh, span, kv_w, shape.scale, s) };
                 }
+                done += count;
             }
-            for row in probs.chunks_exact_mut(n) {
-                softmax(row, shape.f16_probs);
+        }
+        for i in done..n {
+            let k = &keys[(first + i) * kv_w + off..(first + i) * kv_w + off + d];
+            for (h, head) in heads.clone().enumerate() {
+                probs[h * n + i] = score(&q[head * d..(head + 1) * d], k) * shape.scale;
             }
-            // The weighted values, up to 64 outputs of up to 4 heads at a time, summed in
-            // registers (summing into `out` would make each position wait for the previous
-            // one's store).
-            for (c, rows) in probs.chunks(4 * n).enumerate() {
-                let h0 = kv * group + 4 * c;
-                for c0 in (0..d).step_by(PV_CHUNK) {
-                    let width = PV_CHUNK.min(d - c0);
-                    let at = first * kv_w + off + c0;
-                    let v = &values[at..];
-                    let o = &mut out[h0 * d + c0..];
-                    match rows.len() / n {
-                        1 => put(&weighted::<1>(rows, n, v, kv_w, width), d, width, o),
-                        2 => put(&weighted::<2>(rows, n, v, kv_w, width), d, width, o),
-                        3 => put(&weighted::<3>(rows, n, v, kv_w, width), d, width, o),
-                        _ => put(&weighted::<4>(rows, n, v, kv_w, width), d, width, o),
-                    }
+        }
+        for row in probs.chunks_exact_mut(n) {
+            softmax(row, shape.f16_probs);
+        }
+        // The weighted values, 64 outputs of up to 4 heads at a time, summed in registers
+        // (summing into `out` would make each position wait for the previous one's store).
+        for (c, rows) in probs.chunks(4 * n).enumerate() {
+            let h0 = kv * group + 4 * c;
+            for c0 in (0..d).step_by(PV_CHUNK) {
+                let width = PV_CHUNK.min(d - c0);
+                let at = first * kv_w + off + c0;
+                let v = &values[at..];
+                let o = &mut out[h0 * d + c0..];
+                macro_rules! sums {
+                    ($h:literal) => {{
+                        #[cfg(target_arch = "x86_64")]
+                        if avx512 && width == PV_CHUNK {
+                            // SAFETY: simd_level() reported AVX-512F; `rows` holds `$h` rows
+                            // of `n` probabilities and `v` the `n` value rows of `PV_CHUNK`
+                            // values, `kv_w` apart.
+                            let s = unsafe { avx512::weighted::<T, $h>(rows, n, v, kv_w) };
+                            put(&s, d, width, o);
+                            continue;
+                        }
+                        put(&weighted::<T, $h>(rows, n, v, kv_w, width), d, width, o)
+                    }};
+                }
+                match rows.len() / n {
+                    1 => sums!(1),
+                    2 => sums!(2),
+                    3 => sums!(3),
+                    _ => sums!(4),
                 }
             }
         }
@@ -214,29 +299,29 @@ fn softmax(row: &mut [f32], f16_probs: bool) {
 /// `Σ_i p_h[i] · v_i[..width]` for `H` heads whose `n` probabilities are the rows of `probs`,
 /// `v_i = values[i · stride ..]`; each value row is read once for all the heads.
 #[inline(always)]
-fn weighted<const H: usize>(
+fn weighted<T: CacheValue, const H: usize>(
     probs: &[f32],
     n: usize,
-    values: &[f32],
+    values: &[T],
     stride: usize,
     width: usize,
 ) -> [[f32; PV_CHUNK]; H] {
     let mut acc = [[0.0f32; PV_CHUNK]; H];
     for i in 0..n {
         let v = &values[i * stride..i * stride + width];
-        if let Ok(v) = <&[f32; PV_CHUNK]>::try_from(v) {
+        if let Ok(v) = <&[T; PV_CHUNK]>::try_from(v) {
             // Fixed width: the compiler keeps `acc` in registers.
             for (h, acc) in acc.iter_mut().enumerate() {
                 let p = probs[h * n + i];
                 for (a, &v) in acc.iter_mut().zip(v) {
-                    *a += p * v;
+                    *a += p * v.get();
                 }
             }
         } else {
             for (h, acc) in acc.iter_mut().enumerate() {
                 let p = probs[h * n + i];
                 for (a, &v) in acc[..width].iter_mut().zip(v) {
-                    *a += p * v;
+                    *a += p * v.get();
                 }
             }
         }
@@ -247,18 +332,18 @@ fn weighted<const H: usize>(
 /// `q · k` as attention sums it: 16 lane sums over the 16-wide chunks, then the lanes in
 /// order, then the rest (the AVX-512 `scores16` forms exactly these sums).
 #[inline(always)]
-fn score(q: &[f32], k: &[f32]) -> f32 {
+fn score<T: CacheValue>(q: &[f32], k: &[T]) -> f32 {
     let mut acc = [0.0f32; 16];
     let (cq, ck) = (q.chunks_exact(16), k.chunks_exact(16));
     let (rq, rk) = (cq.remainder(), ck.remainder());
     for (a, b) in cq.zip(ck) {
         for j in 0..16 {
-            acc[j] += a[j] * b[j];
+            acc[j] += a[j] * b[j].get();
         }
     }
     let mut sum = acc.iter().sum::<f32>();
     for (a, b) in rq.iter().zip(rk) {
-        sum += a * b;
+        sum += a * b.get();
     }
     sum
 }
@@ -266,34 +351,37 @@ fn score(q: &[f32], k: &[f32]) -> f32 {
 /// The AVX-512 form of 16 positions' scores.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::{CacheValue, PV_CHUNK};
     use std::arch::x86_64::*;
 
-    /// `out[p] = score(q, k_p) · scale` for the 16 keys `k_p = keys[p · stride ..][..d]`,
-    /// bit-identical to the plain [`super::score`]: the 16 lane sums of each key are formed
-    /// in the same order, transposed so that lane `p` of register `j` is key `p`'s lane `j`, and
-    /// added up `j` by `j` for all 16 keys at once.
+    /// `out[p] = score(q, k_p) · scale` for the `out.len()` (at most 16) keys
+    /// `k_p = keys[p · stride ..][..d]`, bit-identical to the plain [`super::score`]: the 16
+    /// lane sums of each key are formed in the same order, transposed so that lane `p` of
+    /// register `j` is key `p`'s lane `j`, and added up `j` by `j` for all the keys at once.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F; `q.len()` is a multiple of 16, and `keys` holds at least
-    /// `15 · stride + q.len()` values.
+    /// The CPU must have AVX-512F; `q.len()` is a multiple of 16, `out` holds 1 to 16 values,
+    /// and `keys` at least `(out.len() - 1) · stride + q.len()` values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn scores16(
+    pub(super) unsafe fn scores16<T: CacheValue>(
         q: &[f32],
-        keys: &[f32],
+        keys: &[T],
         stride: usize,
         scale: f32,
         out: &mut [f32],
     ) {
-        let d = q.len();
-        assert!(d.is_multiple_of(16) && keys.len() >= 15 * stride + d && out.len() >= 16);
+        let (d, count) = (q.len(), out.len());
+        assert!(d.is_multiple_of(16) && (1..=16).contains(&count));
+        assert!(keys.len() >= (count - 1) * stride + d);
         // SAFETY: loads read `q[16 c..16 c + 16]` for `16 c < d` and the same span of each of
-        // the 16 keys, all inside the slices (checked above); the store writes `out[..16]`.
+        // the `count` keys, all inside the slices (checked above); the store writes
+        // `out[..count]`.
         unsafe {
             let mut r = [_mm512_setzero_ps(); 16];
             for c in (0..d).step_by(16) {
                 let qc = _mm512_loadu_ps(q.as_ptr().add(c));
-                for (p, r) in r.iter_mut().enumerate() {
-                    let k = _mm512_loadu_ps(keys.as_ptr().add(p * stride + c));
+                for (p, r) in r.iter_mut().enumerate().take(count) {
+                    let k = load16(keys.as_ptr().add(p * stride + c));
                     *r = _mm512_add_ps(*r, _mm512_mul_ps(qc, k));
                 }
             }
@@ -302,34 +390,103 @@ mod avx512 {
             for t in &t[1..] {
                 sum = _mm512_add_ps(sum, *t);
             }
-            _mm512_storeu_ps(out.as_mut_ptr(), _mm512_mul_ps(sum, _mm512_set1_ps(scale)));
+            let mask = (1u32 << count).wrapping_sub(1) as u16;
+            _mm512_mask_storeu_ps(
+                out.as_mut_ptr(),
+                mask,
+                _mm512_mul_ps(sum, _mm512_set1_ps(scale)),
+            );
+        }
+    }
+
+    /// [`super::weighted`] for a full [`PV_CHUNK`] of outputs, the sums in 4 registers per
+    /// head and each row of values widened once for all the heads; bit-identical to it.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `probs` holds `H · n` values and `values` at least
+    /// `(n - 1) · stride + PV_CHUNK`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weighted<T: CacheValue, const H: usize>(
+        probs: &[f32],
+        n: usize,
+        values: &[T],
+        stride: usize,
+    ) -> [[f32; PV_CHUNK]; H] {
+        assert!(probs.len() >= H * n);
+        assert!(n == 0 || values.len() >= (n - 1) * stride + PV_CHUNK);
+        // SAFETY: row `i < n` reads `values[i · stride .. i · stride + PV_CHUNK]` and
+        // `probs[h · n + i]`, `h < H`, inside the slices (checked above); the stores write the
+        // local arrays.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 4]; H];
+            for i in 0..n {
+                let row = values.as_ptr().add(i * stride);
+                let v = [
+                    load16(row),
+                    load16(row.add(16)),
+                    load16(row.add(32)),
+                    load16(row.add(48)),
+                ];
+                for (h, acc) in acc.iter_mut().enumerate() {
+                    let p = _mm512_set1_ps(*probs.get_unchecked(h * n + i));
+                    for (a, v) in acc.iter_mut().zip(v) {
+                        *a = _mm512_add_ps(*a, _mm512_mul_ps(p, v));
+                    }
+                }
+            }
+            let mut out = [[0.0f32; PV_CHUNK]; H];
+            for (o, acc) in out.iter_mut().zip(&acc) {
+                for (j, a) in acc.iter().enumerate() {
+                    _mm512_storeu_ps(o.as_mut_ptr().add(16 * j), *a);
+                }
+            }
+            out
+        }
+    }
+
+    /// 16 cache values from `p`, widened to `f32`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, and `p` must point at 16 readable values.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load16<T: CacheValue>(p: *const T) -> __m512 {
+        // SAFETY: the caller's duty; `T` is `u16` (f16 bits) when `T::F16`, else `f32`, and
+        // `f16` to `f32` is exact.
+        unsafe {
+            if T::F16 {
+                _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+            } else {
+                _mm512_loadu_ps(p as *const f32)
+            }
         }
     }
 
     /// The transpose of a 16 × 16 matrix held as 16 rows.
-    #[inline(always)]
-    unsafe fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
-        // SAFETY: register shuffles only; AVX-512F is enabled by the caller.
-        unsafe {
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+        // Plain loops, no closures: a closure would not inherit the target feature, and the
+        // shuffles would become calls.
+        {
             // Within each 128-bit lane: pairs, then quads of rows.
-            let t: [__m512; 16] = std::array::from_fn(|i| {
-                let (a, b) = (r[i & !1], r[i | 1]);
-                if i % 2 == 0 {
-                    _mm512_unpacklo_ps(a, b)
-                } else {
-                    _mm512_unpackhi_ps(a, b)
-                }
-            });
+            let mut t = [_mm512_setzero_ps(); 16];
+            for i in (0..16).step_by(2) {
+                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+            }
             // u[4 g + k], 128-bit lane L: rows 4g..4g+4 of column 4L + k.
-            let u: [__m512; 16] = std::array::from_fn(|i| {
-                let (g, k) = (i / 4, i % 4);
-                let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
-                if k % 2 == 0 {
-                    _mm512_shuffle_ps::<0x44>(a, b)
-                } else {
-                    _mm512_shuffle_ps::<0xEE>(a, b)
+            let mut u = [_mm512_setzero_ps(); 16];
+            for g in 0..4 {
+                for k in 0..4 {
+                    let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
+                    u[4 * g + k] = if k % 2 == 0 {
+                        _mm512_shuffle_ps::<0x44>(a, b)
+                    } else {
+                        _mm512_shuffle_ps::<0xEE>(a, b)
+                    };
                 }
-            });
+            }
             // Gather the four row groups of each column from the 128-bit lanes.
             let mut out = [_mm512_setzero_ps(); 16];
             for k in 0..4 {
@@ -416,7 +573,8 @@ mod tests {
         let mut one_by_one: Vec<Vec<f32>> = Vec::new();
         for (&(start, rows), (q, k, v)) in seqs.iter().zip(&data) {
             let mut out = vec![0.0; rows * q_w];
-            causal_cached(&shape, q, q_w, k, v, start, &mut out);
+            let cache = CacheView::F32 { keys: k, values: v };
+            causal_cached(&shape, q, q_w, cache, start, &mut out);
             one_by_one.push(out);
         }
         let mut outs: Vec<Vec<f32>> = seqs.iter().map(|&(_, r)| vec![0.0; r * q_w]).collect();
@@ -427,8 +585,7 @@ mod tests {
             .map(|((&(start, _), (q, k, v)), out)| CausalJob {
                 queries: q,
                 q_stride: q_w,
-                keys: k,
-                values: v,
+                cache: CacheView::F32 { keys: k, values: v },
                 start,
                 out,
             })
@@ -456,7 +613,11 @@ mod tests {
             let values: Vec<f32> = (0..kv).map(|i| f(i, 2)).collect();
             let queries: Vec<f32> = (0..rows * stride).map(|i| f(i, 3)).collect();
             let mut out = vec![f32::NAN; rows * 4 * 24];
-            causal_cached(&shape, &queries, stride, &keys, &values, start, &mut out);
+            let cache = CacheView::F32 {
+                keys: &keys,
+                values: &values,
+            };
+            causal_cached(&shape, &queries, stride, cache, start, &mut out);
             for r in 0..rows {
                 for h in 0..4 {
                     let want =
@@ -483,11 +644,11 @@ mod tests {
             return;
         }
         let f = |i: usize, salt: usize| (((i * 7919 + salt * 104_729) % 1009) as f32 / 50.5) - 10.0;
-        for (d, stride) in [(16, 16), (64, 192), (256, 256)] {
+        for (d, stride, count) in [(16, 16, 16), (64, 192, 16), (256, 256, 16), (64, 192, 5)] {
             let q: Vec<f32> = (0..d).map(|i| f(i, 1)).collect();
-            let keys: Vec<f32> = (0..16 * stride).map(|i| f(i, 2)).collect();
-            let mut got = [f32::NAN; 16];
-            // SAFETY: AVX-512F checked above; `keys` holds 16 rows of `stride >= d` values.
+            let keys: Vec<f32> = (0..(count - 1) * stride + d).map(|i| f(i, 2)).collect();
+            let mut got = vec![f32::NAN; count];
+            // SAFETY: AVX-512F checked above; `keys` holds `count` rows `stride >= d` apart.
             unsafe { avx512::scores16(&q, &keys, stride, 0.125, &mut got) };
             for (p, g) in got.iter().enumerate() {
                 let want = score(&q, &keys[p * stride..p * stride + d]) * 0.125;
@@ -496,6 +657,58 @@ mod tests {
                     want.to_bits(),
                     "d {d}, position {p}: {g} vs {want}"
                 );
+            }
+        }
+    }
+
+    /// An `f16` cache gives bit-identical results to the same `f16`-rounded values in `f32`,
+    /// on the AVX-512 kernels and the plain code (head widths a multiple of 16 and not, full
+    /// and partial chunks of 16 positions, heads grouped 1 to 7 per key/value head).
+    #[test]
+    fn f16_cache_equals_the_f32_cache_bit_for_bit() {
+        use crate::quant::f32_to_half;
+        let f = |i: usize, salt: usize| (((i * 7919 + salt * 104_729) % 1009) as f32 / 100.9) - 5.0;
+        for (heads, kv_heads, head_dim, window) in [
+            (9, 3, 64, None),
+            (4, 1, 256, Some(20)),
+            (14, 2, 64, None),
+            (4, 2, 24, None),
+        ] {
+            let shape = CausalShape {
+                heads,
+                kv_heads,
+                head_dim,
+                window,
+                scale: 0.125,
+                f16_probs: true,
+            };
+            let (q_w, kv_w) = (heads * head_dim, kv_heads * head_dim);
+            for (start, rows) in [(0, 1), (36, 1), (5, 12)] {
+                let kv = (start + rows) * kv_w;
+                let keys: Vec<f32> = (0..kv).map(|i| round_to_f16(f(i, 1))).collect();
+                let values: Vec<f32> = (0..kv).map(|i| round_to_f16(f(i, 2))).collect();
+                let queries: Vec<f32> = (0..rows * q_w).map(|i| f(i, 3)).collect();
+                let k16: Vec<u16> = keys.iter().map(|&v| f32_to_half(v)).collect();
+                let v16: Vec<u16> = values.iter().map(|&v| f32_to_half(v)).collect();
+                let mut want = vec![f32::NAN; rows * q_w];
+                let wide = CacheView::F32 {
+                    keys: &keys,
+                    values: &values,
+                };
+                causal_cached(&shape, &queries, q_w, wide, start, &mut want);
+                let mut got = vec![f32::NAN; rows * q_w];
+                let narrow = CacheView::F16 {
+                    keys: &k16,
+                    values: &v16,
+                };
+                causal_cached(&shape, &queries, q_w, narrow, start, &mut got);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&got),
+                    bits(&want),
+                    "{shape:?}, start {start}, {rows} rows"
+                );
+                assert!(want.iter().all(|v| v.is_finite()));
             }
         }
     }

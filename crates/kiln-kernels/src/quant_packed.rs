@@ -337,25 +337,35 @@ pub(crate) fn group_tile(
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::has_avx512_vnni() {
         macro_rules! run {
-            ($n:literal) => {{
+            ($f:expr, $n:literal) => {{
                 let tile: [PackedRow<'_>; $n] = std::array::from_fn(|i| rows[i]);
                 // SAFETY: has_avx512_vnni() checked the features the kernel enables; every row
                 // holds the scales, sums and values of the group's `blocks` blocks (asserted
                 // above), and the group is whole blocks of `16 · block_bytes`.
-                let v = unsafe { vnni::group_tile::<$n>(format, group, tile) };
+                let v = unsafe { vnni::group_tile::<{ $f }, $n>(group, tile) };
                 out[..$n].copy_from_slice(&v);
             }};
         }
-        match rows.len() {
-            8 => run!(8),
-            7 => run!(7),
-            6 => run!(6),
-            5 => run!(5),
-            4 => run!(4),
-            3 => run!(3),
-            2 => run!(2),
-            1 => run!(1),
-            _ => unreachable!("at most TILE rows"),
+        macro_rules! rows {
+            ($f:expr) => {
+                match rows.len() {
+                    8 => run!($f, 8),
+                    7 => run!($f, 7),
+                    6 => run!($f, 6),
+                    5 => run!($f, 5),
+                    4 => run!($f, 4),
+                    3 => run!($f, 3),
+                    2 => run!($f, 2),
+                    1 => run!($f, 1),
+                    _ => unreachable!("at most TILE rows"),
+                }
+            };
+        }
+        // One kernel per format: the compiler drops the other formats' registers and branches.
+        match format {
+            QuantFormat::Q4_1 => rows!(vnni::Q4_1),
+            QuantFormat::Q5_0 => rows!(vnni::Q5_0),
+            _ => rows!(vnni::Q8_0),
         }
         return;
     }
@@ -369,23 +379,33 @@ mod vnni {
     use crate::quant::{QuantFormat, BLOCK};
     use std::arch::x86_64::*;
 
-    /// One group's 16 outputs for `R` rows.
+    /// Kernel selector for Q4_1.
+    pub(super) const Q4_1: u8 = 0;
+    /// Kernel selector for Q5_0.
+    pub(super) const Q5_0: u8 = 1;
+    /// Kernel selector for Q8_0.
+    pub(super) const Q8_0: u8 = 2;
+
+    /// One group's 16 outputs for `R` rows, for the format `F` selects.
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW/VNNI, FMA and F16C; `group` is whole group blocks of
-    /// `format` (Q4_1, Q5_0 or Q8_0) and every row holds `blocks` scales and sums and `32 blocks`
+    /// the format and every row holds `blocks` scales and sums and `32 blocks`
     /// values.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-    pub(super) unsafe fn group_tile<const R: usize>(
-        format: QuantFormat,
+    pub(super) unsafe fn group_tile<const F: u8, const R: usize>(
         group: &[u8],
         rows: [PackedRow<'_>; R],
     ) -> [[f32; GROUP]; R] {
+        let format = match F {
+            Q4_1 => QuantFormat::Q4_1,
+            Q5_0 => QuantFormat::Q5_0,
+            _ => QuantFormat::Q8_0,
+        };
         let gbb = group_block_bytes(format);
         let blocks = group.len() / gbb;
         let start = chunks_start(format);
-        let q4 = format == QuantFormat::Q4_1;
-        let q5 = format == QuantFormat::Q5_0;
+        let (q4, q5) = (F == Q4_1, F == Q5_0);
         // SAFETY: block `b < blocks` spans `group[b·gbb .. (b+1)·gbb]`: 32 bytes of scales
         // (then 32 of minimums for Q4_1, or 64 of fifth-bit masks for Q5_0), then 4 (Q4_1,
         // Q5_0) or 8 (Q8_0) 64-byte chunks, all inside it; row reads
@@ -428,9 +448,9 @@ mod vnni {
                     let x = row.q.as_ptr().add(b * BLOCK) as *const i32;
                     // Q5_0 weights are stored plus 16 and Q8_0 weights plus 128: start from
                     // -16 · Σx or -128 · Σx.
-                    let mut isum = match format {
-                        QuantFormat::Q4_1 => _mm512_setzero_si512(),
-                        QuantFormat::Q5_0 => _mm512_set1_epi32(-16 * *row.sum.get_unchecked(b)),
+                    let mut isum = match F {
+                        Q4_1 => _mm512_setzero_si512(),
+                        Q5_0 => _mm512_set1_epi32(-16 * *row.sum.get_unchecked(b)),
                         _ => _mm512_set1_epi32(-128 * *row.sum.get_unchecked(b)),
                     };
                     for (j, w) in w.iter().enumerate() {

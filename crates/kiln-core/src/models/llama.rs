@@ -17,10 +17,12 @@ use crate::error::{Error, Result};
 use crate::weights::ggml::GgmlType;
 use crate::weights::gguf::{GgufFile, MetaValue};
 use crate::weights::TensorMap;
-use kiln_kernels::causal_attention::{causal_cached_many, CausalJob, CausalShape};
+use kiln_kernels::causal_attention::{causal_cached_many, f16_cache_pays, CausalJob, CausalShape};
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear};
 use std::path::Path;
+
+pub use super::kv_cache::KvCache;
 
 /// A dense layer: ggml-quantized weights computed like llama.cpp (one part per stacked tensor,
 /// each in its own format), or `f32` weights.
@@ -519,69 +521,6 @@ pub struct SequenceStep<'a> {
     pub cache: &'a mut KvCache,
 }
 
-/// Keys and values of past positions of one sequence, per layer.
-#[derive(Debug, Clone)]
-pub struct KvCache {
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
-    len: usize,
-    capacity: usize,
-}
-
-impl KvCache {
-    /// Number of positions cached.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Most positions this cache may hold.
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
-    /// Forgets every position (keeps the allocation).
-    pub fn clear(&mut self) {
-        self.len = 0;
-        for k in &mut self.keys {
-            k.clear();
-        }
-        for v in &mut self.values {
-            v.clear();
-        }
-    }
-
-    /// Keeps only the first `len` positions (a shared prompt prefix, for reuse).
-    pub fn truncate(&mut self, len: usize) {
-        if len >= self.len {
-            return;
-        }
-        for v in self.keys.iter_mut().chain(&mut self.values) {
-            let width = v.len() / self.len;
-            v.truncate(len * width);
-        }
-        self.len = len;
-    }
-
-    /// Sets the most positions this cache may hold (at least its current length).
-    pub fn set_capacity(&mut self, capacity: usize) {
-        self.capacity = capacity.max(self.len);
-    }
-
-    /// Bytes held by the cached keys and values.
-    pub fn bytes(&self) -> usize {
-        self.keys
-            .iter()
-            .chain(&self.values)
-            .map(|v| v.len() * 4)
-            .sum()
-    }
-}
-
 impl LlamaModel {
     /// Builds the model from a GGUF file, checking every tensor's shape.
     pub fn load(f: &GgufFile) -> Result<Self> {
@@ -683,12 +622,9 @@ impl LlamaModel {
     /// An empty cache for one sequence of at most `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let capacity = capacity.min(self.max_positions());
-        KvCache {
-            keys: vec![Vec::new(); self.config.layers],
-            values: vec![Vec::new(); self.config.layers],
-            len: 0,
-            capacity,
-        }
+        // A cache rounded to f16 anyway is stored in f16 where the kernels read it fast.
+        let f16 = self.config.f16_kv && f16_cache_pays();
+        KvCache::new(self.config.layers, capacity, f16)
     }
 
     /// Appends `tokens` to the sequence in `cache` and returns the logits after its last token.
@@ -729,11 +665,11 @@ impl LlamaModel {
             if s.tokens.is_empty() {
                 return Err(Error::Tokenizer("no tokens to run".into()));
             }
-            if s.cache.len + s.tokens.len() > s.cache.capacity {
+            if s.cache.len() + s.tokens.len() > s.cache.capacity() {
                 return Err(Error::InputTooLong {
                     index: 0,
-                    tokens: s.cache.len + s.tokens.len(),
-                    max: s.cache.capacity,
+                    tokens: s.cache.len() + s.tokens.len(),
+                    max: s.cache.capacity(),
                 });
             }
             if let Some(bad) = s.tokens.iter().find(|&&t| t as usize >= c.vocab_size) {
@@ -752,7 +688,7 @@ impl LlamaModel {
         for s in steps.iter() {
             for (i, &t) in s.tokens.iter().enumerate() {
                 self.embed(t, &mut x[r * h..(r + 1) * h]);
-                positions.push(s.cache.len + i);
+                positions.push(s.cache.len() + i);
                 r += 1;
             }
         }
@@ -812,8 +748,7 @@ impl LlamaModel {
             for s in steps.iter_mut() {
                 let n = s.tokens.len();
                 for row in qkv[row0 * w..(row0 + n) * w].chunks_exact(w) {
-                    s.cache.keys[l].extend_from_slice(&row[q_w..q_w + kv_w]);
-                    s.cache.values[l].extend_from_slice(&row[q_w + kv_w..]);
+                    s.cache.push(l, &row[q_w..q_w + kv_w], &row[q_w + kv_w..]);
                 }
                 row0 += n;
             }
@@ -835,9 +770,8 @@ impl LlamaModel {
                 jobs.push(CausalJob {
                     queries: &qkv[row0 * w..(row0 + n) * w],
                     q_stride: w,
-                    keys: &s.cache.keys[l],
-                    values: &s.cache.values[l],
-                    start: s.cache.len,
+                    cache: s.cache.view(l),
+                    start: s.cache.len(),
                     out,
                 });
                 row0 += n;
@@ -883,7 +817,7 @@ impl LlamaModel {
         let mut last_rows = Vec::with_capacity(steps.len() * h);
         let mut row_end = 0;
         for s in steps.iter_mut() {
-            s.cache.len += s.tokens.len();
+            s.cache.advance(s.tokens.len());
             row_end += s.tokens.len();
             last_rows.extend_from_slice(&x[(row_end - 1) * h..row_end * h]);
         }
