@@ -274,16 +274,43 @@ fn put(sums: &[[f32; PV_CHUNK]], d: usize, width: usize, out: &mut [f32]) {
 
 /// Scores to probabilities in place, as ggml computes softmax: the maximum subtracted, the
 /// exponentials summed in `f64`, an `f32` reciprocal, and optionally rounded to `f16`.
+///
+/// Every loop vectorizes and gives the same bits on every target (the browser build picks the
+/// server's tokens): the maximum and the `f64` sum run in 8 lanes, then the lanes in order,
+/// and `e^x` is [`crate::activation::exp`] (plain multiplies and adds, about 2e-7 from the
+/// correctly rounded value, far below the `f16` rounding of the probabilities).
 #[inline(always)]
 fn softmax(row: &mut [f32], f16_probs: bool) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    // The exponentials first, then their sum: with no call inside it, the sum stays in a
-    // register instead of crossing each `exp` call through the stack.
+    const LANES: usize = 8;
+    let mut top = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let mut max = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        for (t, &v) in top.iter_mut().zip(c) {
+            *t = t.max(v);
+        }
+    }
+    max = top.iter().copied().fold(max, f32::max);
     for s in row.iter_mut() {
-        *s = (*s - max).exp();
+        *s = crate::activation::exp(*s - max);
+    }
+    let mut lanes = [0.0f64; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            *l += v as f64;
+        }
     }
     let mut total = 0.0f64;
-    for &s in row.iter() {
+    for &l in &lanes {
+        total += l;
+    }
+    for &s in rest {
         total += s as f64;
     }
     let inv = (1.0 / total) as f32;
