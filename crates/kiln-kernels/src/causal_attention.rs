@@ -39,26 +39,30 @@ impl CacheView<'_> {
     }
 }
 
-/// Whether an `f16` cache pays on this CPU: where the AVX-512 kernels widen 16 values per
-/// instruction. Elsewhere each `f16` value would cost a plain conversion, more than the
-/// memory it saves.
-pub fn f16_cache_pays() -> bool {
-    cfg!(target_arch = "x86_64") && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512
+/// Whether an `f16` cache pays on this CPU for heads `head_dim` wide: where the AVX-512
+/// kernels widen 16 values per instruction, and the heads are whole chunks of 64 values for
+/// them. Elsewhere each `f16` value would cost a plain conversion, more than the memory it
+/// saves.
+pub fn f16_cache_pays(head_dim: usize) -> bool {
+    cfg!(target_arch = "x86_64")
+        && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512
+        && head_dim.is_multiple_of(PV_CHUNK)
 }
 
-/// An element type of a cache: `f32`, or `f16` bits.
+/// An element type of a cache: `f32`, or `f16` bits (`u16`); the AVX-512 loads read `T` as
+/// `u16` when `F16` and as `f32` otherwise, so no other type may implement it.
 trait CacheValue: Copy + Send + Sync {
     /// Whether the element is `f16` bits (read by the AVX-512 loads).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     const F16: bool;
     /// The element as `f32`.
-    fn get(self) -> f32;
+    fn to_f32(self) -> f32;
 }
 
 impl CacheValue for f32 {
     const F16: bool = false;
     #[inline(always)]
-    fn get(self) -> f32 {
+    fn to_f32(self) -> f32 {
         self
     }
 }
@@ -66,7 +70,7 @@ impl CacheValue for f32 {
 impl CacheValue for u16 {
     const F16: bool = true;
     #[inline(always)]
-    fn get(self) -> f32 {
+    fn to_f32(self) -> f32 {
         half_to_f32(self)
     }
 }
@@ -213,9 +217,10 @@ fn attend<T: CacheValue>(
                 for (h, head) in heads.clone().enumerate() {
                     let qh = &q[head * d..(head + 1) * d];
                     let s = &mut probs[h * n + done..h * n + done + count];
-                    // SAFETY: simd_level() reported AVX-512F; `span` holds the `count` keys of
-                    // this chunk (`(count - 1) kv_w + d` values from the first) and `qh` is `d`
-                    // values, `d` a multiple of 16, as `scores16` requires.
+                    // SAFETY: simd_level() reported AVX-512F; `s` holds `count`, 1 to 16, values
+                    // (`done < n`), `span` the `count` keys of this chunk (`(count - 1) kv_w + d`
+                    // values from the first) and `qh` is `d` values, `d` a multiple of 16, as
+                    // `scores16` requires (it checks them too).
                     unsafe { avx512::scores16(qh, span, kv_w, shape.scale, s) };
                 }
                 done += count;
@@ -341,14 +346,14 @@ fn weighted<T: CacheValue, const H: usize>(
             for (h, acc) in acc.iter_mut().enumerate() {
                 let p = probs[h * n + i];
                 for (a, &v) in acc.iter_mut().zip(v) {
-                    *a += p * v.get();
+                    *a += p * v.to_f32();
                 }
             }
         } else {
             for (h, acc) in acc.iter_mut().enumerate() {
                 let p = probs[h * n + i];
                 for (a, &v) in acc[..width].iter_mut().zip(v) {
-                    *a += p * v.get();
+                    *a += p * v.to_f32();
                 }
             }
         }
@@ -365,17 +370,18 @@ fn score<T: CacheValue>(q: &[f32], k: &[T]) -> f32 {
     let (rq, rk) = (cq.remainder(), ck.remainder());
     for (a, b) in cq.zip(ck) {
         for j in 0..16 {
-            acc[j] += a[j] * b[j].get();
+            acc[j] += a[j] * b[j].to_f32();
         }
     }
     let mut sum = acc.iter().sum::<f32>();
     for (a, b) in rq.iter().zip(rk) {
-        sum += a * b.get();
+        sum += a * b.to_f32();
     }
     sum
 }
 
-/// The AVX-512 form of 16 positions' scores.
+/// The AVX-512 forms of the scores (16 positions at a time), of the weighted value sums, and the
+/// cache loads they share.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{CacheValue, PV_CHUNK};
@@ -399,7 +405,10 @@ mod avx512 {
     ) {
         let (d, count) = (q.len(), out.len());
         assert!(d.is_multiple_of(16) && (1..=16).contains(&count));
-        assert!(keys.len() >= (count - 1) * stride + d);
+        let span = (count - 1)
+            .checked_mul(stride)
+            .and_then(|s| s.checked_add(d));
+        assert!(span.is_some_and(|span| keys.len() >= span), "keys");
         // SAFETY: loads read `q[16 c..16 c + 16]` for `16 c < d` and the same span of each of
         // the `count` keys, all inside the slices (checked above); the store writes
         // `out[..count]`.
@@ -439,8 +448,18 @@ mod avx512 {
         values: &[T],
         stride: usize,
     ) -> [[f32; PV_CHUNK]; H] {
-        assert!(probs.len() >= H * n);
-        assert!(n == 0 || values.len() >= (n - 1) * stride + PV_CHUNK);
+        assert!(
+            H.checked_mul(n).is_some_and(|hn| probs.len() >= hn),
+            "probs"
+        );
+        let span = n.checked_sub(1).map(|last| {
+            last.checked_mul(stride)
+                .and_then(|s| s.checked_add(PV_CHUNK))
+        });
+        assert!(
+            span.is_none_or(|span| span.is_some_and(|span| values.len() >= span)),
+            "values"
+        );
         // SAFETY: row `i < n` reads `values[i · stride .. i · stride + PV_CHUNK]` and
         // `probs[h · n + i]`, `h < H`, inside the slices (checked above); the stores write the
         // local arrays.
@@ -478,8 +497,10 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     unsafe fn load16<T: CacheValue>(p: *const T) -> __m512 {
-        // SAFETY: the caller's duty; `T` is `u16` (f16 bits) when `T::F16`, else `f32`, and
-        // `f16` to `f32` is exact.
+        // Folded at compile time: `T` is 2 bytes (f16 bits) when `T::F16`, else 4 (`f32`).
+        assert!(std::mem::size_of::<T>() == if T::F16 { 2 } else { 4 });
+        // SAFETY: the caller's duty; `T` is `u16` (f16 bits) when `T::F16`, else `f32` (sizes
+        // checked above), and `f16` to `f32` is exact.
         unsafe {
             if T::F16 {
                 _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
@@ -493,41 +514,39 @@ mod avx512 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
-        // Plain loops, no closures: a closure would not inherit the target feature, and the
-        // shuffles would become calls.
-        {
-            // Within each 128-bit lane: pairs, then quads of rows.
-            let mut t = [_mm512_setzero_ps(); 16];
-            for i in (0..16).step_by(2) {
-                t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-                t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-            }
-            // u[4 g + k], 128-bit lane L: rows 4g..4g+4 of column 4L + k.
-            let mut u = [_mm512_setzero_ps(); 16];
-            for g in 0..4 {
-                for k in 0..4 {
-                    let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
-                    u[4 * g + k] = if k % 2 == 0 {
-                        _mm512_shuffle_ps::<0x44>(a, b)
-                    } else {
-                        _mm512_shuffle_ps::<0xEE>(a, b)
-                    };
-                }
-            }
-            // Gather the four row groups of each column from the 128-bit lanes.
-            let mut out = [_mm512_setzero_ps(); 16];
-            for k in 0..4 {
-                let x = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
-                let y = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
-                let x2 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
-                let y2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
-                out[k] = _mm512_shuffle_f32x4::<0x88>(x, x2);
-                out[8 + k] = _mm512_shuffle_f32x4::<0xDD>(x, x2);
-                out[4 + k] = _mm512_shuffle_f32x4::<0x88>(y, y2);
-                out[12 + k] = _mm512_shuffle_f32x4::<0xDD>(y, y2);
-            }
-            out
+        // Plain loops: written with `std::array::from_fn` closures, the shuffles were compiled
+        // as calls (seen in perf) once the caller became generic.
+        // Within each 128-bit lane: pairs, then quads of rows.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for i in (0..16).step_by(2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
         }
+        // u[4 g + k], 128-bit lane L: rows 4g..4g+4 of column 4L + k.
+        let mut u = [_mm512_setzero_ps(); 16];
+        for g in 0..4 {
+            for k in 0..4 {
+                let (a, b) = (t[4 * g + k / 2], t[4 * g + 2 + k / 2]);
+                u[4 * g + k] = if k % 2 == 0 {
+                    _mm512_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm512_shuffle_ps::<0xEE>(a, b)
+                };
+            }
+        }
+        // Gather the four row groups of each column from the 128-bit lanes.
+        let mut out = [_mm512_setzero_ps(); 16];
+        for k in 0..4 {
+            let x = _mm512_shuffle_f32x4::<0x88>(u[k], u[4 + k]);
+            let y = _mm512_shuffle_f32x4::<0xDD>(u[k], u[4 + k]);
+            let x2 = _mm512_shuffle_f32x4::<0x88>(u[8 + k], u[12 + k]);
+            let y2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + k], u[12 + k]);
+            out[k] = _mm512_shuffle_f32x4::<0x88>(x, x2);
+            out[8 + k] = _mm512_shuffle_f32x4::<0xDD>(x, x2);
+            out[4 + k] = _mm512_shuffle_f32x4::<0x88>(y, y2);
+            out[12 + k] = _mm512_shuffle_f32x4::<0xDD>(y, y2);
+        }
+        out
     }
 }
 
@@ -674,9 +693,16 @@ mod tests {
         for (d, stride, count) in [(16, 16, 16), (64, 192, 16), (256, 256, 16), (64, 192, 5)] {
             let q: Vec<f32> = (0..d).map(|i| f(i, 1)).collect();
             let keys: Vec<f32> = (0..(count - 1) * stride + d).map(|i| f(i, 2)).collect();
-            let mut got = vec![f32::NAN; count];
+            // Past `count`, sentinels the masked store must leave alone.
+            let mut buf = [f32::NAN; 16];
+            buf[count..].fill(-7.0);
             // SAFETY: AVX-512F checked above; `keys` holds `count` rows `stride >= d` apart.
-            unsafe { avx512::scores16(&q, &keys, stride, 0.125, &mut got) };
+            unsafe { avx512::scores16(&q, &keys, stride, 0.125, &mut buf[..count]) };
+            assert!(
+                buf[count..].iter().all(|&v| v == -7.0),
+                "stored past {count}"
+            );
+            let got = &buf[..count];
             for (p, g) in got.iter().enumerate() {
                 let want = score(&q, &keys[p * stride..p * stride + d]) * 0.125;
                 assert_eq!(
@@ -737,6 +763,50 @@ mod tests {
                 );
                 assert!(want.iter().all(|v| v.is_finite()));
             }
+        }
+    }
+
+    /// The AVX-512 weighted value sums equal the plain ones bit for bit (the browser build runs
+    /// the plain code and must pick the server's tokens), for `f32` and `f16` values, 1 to 4
+    /// heads and 0, 1 and 17 positions.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_weighted_sums_equal_the_plain_sums_bit_for_bit() {
+        use crate::quant::f32_to_half;
+        if crate::cpu::simd_level() != crate::cpu::SimdLevel::Avx512 {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+            return;
+        }
+        let f = |i: usize, salt: usize| (((i * 7919 + salt * 104_729) % 1009) as f32 / 50.5) - 10.0;
+        let stride = 192;
+        let bits = |v: &[[f32; PV_CHUNK]]| {
+            v.iter()
+                .flat_map(|r| r.iter().map(|x| x.to_bits()))
+                .collect::<Vec<_>>()
+        };
+        for n in [0, 1, 17] {
+            let probs: Vec<f32> = (0..4 * n).map(|i| f(i, 1).abs() / 10.0).collect();
+            let wide: Vec<f32> = (0..n * stride + PV_CHUNK)
+                .map(|i| round_to_f16(f(i, 2)))
+                .collect();
+            let narrow: Vec<u16> = wide.iter().map(|&v| f32_to_half(v)).collect();
+            macro_rules! check {
+                ($h:literal) => {{
+                    let p = &probs[..$h * n];
+                    let want = weighted::<f32, $h>(p, n, &wide, stride, PV_CHUNK);
+                    // SAFETY: AVX-512F checked above; `p` holds `$h · n` values and the value
+                    // slices `n` rows `stride` apart plus a full chunk.
+                    let got = unsafe { avx512::weighted::<f32, $h>(p, n, &wide, stride) };
+                    assert_eq!(bits(&got), bits(&want), "f32, {} heads, {n} positions", $h);
+                    // SAFETY: as above.
+                    let got = unsafe { avx512::weighted::<u16, $h>(p, n, &narrow, stride) };
+                    assert_eq!(bits(&got), bits(&want), "f16, {} heads, {n} positions", $h);
+                }};
+            }
+            check!(1);
+            check!(2);
+            check!(3);
+            check!(4);
         }
     }
 }

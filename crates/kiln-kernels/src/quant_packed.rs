@@ -363,9 +363,10 @@ pub(crate) fn group_tile(
         }
         // One kernel per format: the compiler drops the other formats' registers and branches.
         match format {
-            QuantFormat::Q4_1 => rows!(vnni::Q4_1),
-            QuantFormat::Q5_0 => rows!(vnni::Q5_0),
-            _ => rows!(vnni::Q8_0),
+            QuantFormat::Q4_1 => rows!(vnni::SEL_Q4_1),
+            QuantFormat::Q5_0 => rows!(vnni::SEL_Q5_0),
+            QuantFormat::Q8_0 => rows!(vnni::SEL_Q8_0),
+            other => unreachable!("{other:?} has no packed layout"),
         }
         return;
     }
@@ -380,11 +381,11 @@ mod vnni {
     use std::arch::x86_64::*;
 
     /// Kernel selector for Q4_1.
-    pub(super) const Q4_1: u8 = 0;
+    pub(super) const SEL_Q4_1: u8 = 0;
     /// Kernel selector for Q5_0.
-    pub(super) const Q5_0: u8 = 1;
+    pub(super) const SEL_Q5_0: u8 = 1;
     /// Kernel selector for Q8_0.
-    pub(super) const Q8_0: u8 = 2;
+    pub(super) const SEL_Q8_0: u8 = 2;
 
     /// One group's 16 outputs for `R` rows, for the format `F` selects.
     ///
@@ -398,14 +399,15 @@ mod vnni {
         rows: [PackedRow<'_>; R],
     ) -> [[f32; GROUP]; R] {
         let format = match F {
-            Q4_1 => QuantFormat::Q4_1,
-            Q5_0 => QuantFormat::Q5_0,
-            _ => QuantFormat::Q8_0,
+            SEL_Q4_1 => QuantFormat::Q4_1,
+            SEL_Q5_0 => QuantFormat::Q5_0,
+            SEL_Q8_0 => QuantFormat::Q8_0,
+            _ => unreachable!("no such kernel"),
         };
         let gbb = group_block_bytes(format);
         let blocks = group.len() / gbb;
         let start = chunks_start(format);
-        let (q4, q5) = (F == Q4_1, F == Q5_0);
+        let (q4, q5) = (F == SEL_Q4_1, F == SEL_Q5_0);
         // SAFETY: block `b < blocks` spans `group[b·gbb .. (b+1)·gbb]`: 32 bytes of scales
         // (then 32 of minimums for Q4_1, or 64 of fifth-bit masks for Q5_0), then 4 (Q4_1,
         // Q5_0) or 8 (Q8_0) 64-byte chunks, all inside it; row reads
@@ -449,8 +451,8 @@ mod vnni {
                     // Q5_0 weights are stored plus 16 and Q8_0 weights plus 128: start from
                     // -16 · Σx or -128 · Σx.
                     let mut isum = match F {
-                        Q4_1 => _mm512_setzero_si512(),
-                        Q5_0 => _mm512_set1_epi32(-16 * *row.sum.get_unchecked(b)),
+                        SEL_Q4_1 => _mm512_setzero_si512(),
+                        SEL_Q5_0 => _mm512_set1_epi32(-16 * *row.sum.get_unchecked(b)),
                         _ => _mm512_set1_epi32(-128 * *row.sum.get_unchecked(b)),
                     };
                     for (j, w) in w.iter().enumerate() {

@@ -57,6 +57,11 @@ impl KvCache {
         self.capacity
     }
 
+    /// Number of layers cached.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
     /// Whether the keys and values are held as `f16`.
     pub fn is_f16(&self) -> bool {
         matches!(self.layers.first(), Some(Layer::F16 { .. }))
@@ -118,7 +123,8 @@ impl KvCache {
     }
 
     /// Appends one position's `keys` and `values` to layer `layer` (the position counts once
-    /// every layer has it: see [`KvCache::advance`]).
+    /// every layer has it: see [`KvCache::advance`]). An `f16` cache takes `f16`-exact values
+    /// (others would be rounded).
     pub(crate) fn push(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
         match &mut self.layers[layer] {
             Layer::F32 { keys: k, values: v } => {

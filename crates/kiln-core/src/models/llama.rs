@@ -623,7 +623,7 @@ impl LlamaModel {
     pub fn new_cache(&self, capacity: usize) -> KvCache {
         let capacity = capacity.min(self.max_positions());
         // A cache rounded to f16 anyway is stored in f16 where the kernels read it fast.
-        let f16 = self.config.f16_kv && f16_cache_pays();
+        let f16 = self.config.f16_kv && f16_cache_pays(self.config.head_dim);
         KvCache::new(self.config.layers, capacity, f16)
     }
 
@@ -664,6 +664,11 @@ impl LlamaModel {
         for s in steps.iter() {
             if s.tokens.is_empty() {
                 return Err(Error::Tokenizer("no tokens to run".into()));
+            }
+            if s.cache.layers() != c.layers || (s.cache.is_f16() && !c.f16_kv) {
+                return Err(Error::Unsupported(
+                    "a KV cache made by another model (new_cache makes one for this model)".into(),
+                ));
             }
             if s.cache.len() + s.tokens.len() > s.cache.capacity() {
                 return Err(Error::InputTooLong {
