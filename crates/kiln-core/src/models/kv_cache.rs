@@ -13,11 +13,64 @@ pub struct KvCache {
     capacity: usize,
 }
 
-/// One layer's keys and values, `kv_heads * head_dim` per position.
+/// One layer's keys and values, `kv_heads * head_dim` per position, in one element type.
+#[derive(Debug, Clone)]
+struct Rows<T> {
+    keys: Vec<T>,
+    values: Vec<T>,
+}
+
+impl<T> Rows<T> {
+    fn new() -> Self {
+        Rows {
+            keys: Vec::new(),
+            values: Vec::new(),
+        }
+    }
+
+    /// Keeps the first `len` values of keys and of values.
+    fn truncate(&mut self, len: usize) {
+        self.keys.truncate(len);
+        self.values.truncate(len);
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        (self.keys.len() + self.values.len()) * std::mem::size_of::<T>()
+    }
+}
+
+/// One layer's rows: `f32`, or `f16` bits.
 #[derive(Debug, Clone)]
 enum Layer {
-    F32 { keys: Vec<f32>, values: Vec<f32> },
-    F16 { keys: Vec<u16>, values: Vec<u16> },
+    F32(Rows<f32>),
+    F16(Rows<u16>),
+}
+
+impl Layer {
+    /// Keeps the first `len` values of keys and of values.
+    fn truncate(&mut self, len: usize) {
+        match self {
+            Layer::F32(r) => r.truncate(len),
+            Layer::F16(r) => r.truncate(len),
+        }
+    }
+
+    /// Values held in keys (as many as in values).
+    fn stored(&self) -> usize {
+        match self {
+            Layer::F32(r) => r.keys.len(),
+            Layer::F16(r) => r.keys.len(),
+        }
+    }
+
+    /// Bytes held.
+    fn bytes(&self) -> usize {
+        match self {
+            Layer::F32(r) => r.bytes(),
+            Layer::F16(r) => r.bytes(),
+        }
+    }
 }
 
 impl KvCache {
@@ -25,15 +78,9 @@ impl KvCache {
     /// `f16` (the values stored must then be `f16`-exact, or they are rounded).
     pub(crate) fn new(layers: usize, capacity: usize, f16: bool) -> Self {
         let layer = if f16 {
-            Layer::F16 {
-                keys: Vec::new(),
-                values: Vec::new(),
-            }
+            Layer::F16(Rows::new())
         } else {
-            Layer::F32 {
-                keys: Vec::new(),
-                values: Vec::new(),
-            }
+            Layer::F32(Rows::new())
         };
         KvCache {
             layers: vec![layer; layers],
@@ -64,24 +111,12 @@ impl KvCache {
 
     /// Whether the keys and values are held as `f16`.
     pub fn is_f16(&self) -> bool {
-        matches!(self.layers.first(), Some(Layer::F16 { .. }))
+        matches!(self.layers.first(), Some(Layer::F16(_)))
     }
 
     /// Forgets every position (keeps the allocation).
     pub fn clear(&mut self) {
-        self.len = 0;
-        for l in &mut self.layers {
-            match l {
-                Layer::F32 { keys, values } => {
-                    keys.clear();
-                    values.clear();
-                }
-                Layer::F16 { keys, values } => {
-                    keys.clear();
-                    values.clear();
-                }
-            }
-        }
+        self.truncate(0);
     }
 
     /// Keeps only the first `len` positions (a shared prompt prefix, for reuse).
@@ -90,18 +125,8 @@ impl KvCache {
             return;
         }
         for l in &mut self.layers {
-            match l {
-                Layer::F32 { keys, values } => {
-                    let width = keys.len() / self.len;
-                    keys.truncate(len * width);
-                    values.truncate(len * width);
-                }
-                Layer::F16 { keys, values } => {
-                    let width = keys.len() / self.len;
-                    keys.truncate(len * width);
-                    values.truncate(len * width);
-                }
-            }
+            let width = l.stored() / self.len;
+            l.truncate(len * width);
         }
         self.len = len;
     }
@@ -113,13 +138,7 @@ impl KvCache {
 
     /// Bytes held by the cached keys and values.
     pub fn bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| match l {
-                Layer::F32 { keys, values } => (keys.len() + values.len()) * 4,
-                Layer::F16 { keys, values } => (keys.len() + values.len()) * 2,
-            })
-            .sum()
+        self.layers.iter().map(Layer::bytes).sum()
     }
 
     /// Appends one position's `keys` and `values` to layer `layer` (the position counts once
@@ -127,13 +146,13 @@ impl KvCache {
     /// (others would be rounded).
     pub(crate) fn push(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
         match &mut self.layers[layer] {
-            Layer::F32 { keys: k, values: v } => {
-                k.extend_from_slice(keys);
-                v.extend_from_slice(values);
+            Layer::F32(r) => {
+                r.keys.extend_from_slice(keys);
+                r.values.extend_from_slice(values);
             }
-            Layer::F16 { keys: k, values: v } => {
-                k.extend(keys.iter().map(|&x| f32_to_half(x)));
-                v.extend(values.iter().map(|&x| f32_to_half(x)));
+            Layer::F16(r) => {
+                r.keys.extend(keys.iter().map(|&x| f32_to_half(x)));
+                r.values.extend(values.iter().map(|&x| f32_to_half(x)));
             }
         }
     }
@@ -146,8 +165,14 @@ impl KvCache {
     /// Layer `layer`'s keys and values, for the attention kernel.
     pub(crate) fn view(&self, layer: usize) -> CacheView<'_> {
         match &self.layers[layer] {
-            Layer::F32 { keys, values } => CacheView::F32 { keys, values },
-            Layer::F16 { keys, values } => CacheView::F16 { keys, values },
+            Layer::F32(r) => CacheView::F32 {
+                keys: &r.keys,
+                values: &r.values,
+            },
+            Layer::F16(r) => CacheView::F16 {
+                keys: &r.keys,
+                values: &r.values,
+            },
         }
     }
 }
