@@ -2,6 +2,7 @@
 //! `scripts/reference/make_llama_reference.py` running llama-cpp-python 0.3.36 on a real GGUF.
 
 use kiln_core::chat_template::ChatMessage;
+use kiln_core::sampling::{Sampler, SamplingParams};
 use kiln_core::ChatModel;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -115,6 +116,41 @@ pub fn check_chat_rendering(m: &ChatModel, r: &Value) {
             conv["name"]
         );
     }
+}
+
+/// Free-running greedy generation: for each prompt named in `names`, kiln generates on its own
+/// (greedy [`Sampler`], its own tokens fed back, stopping early only on a stop token) and its
+/// tokens must be exactly llama.cpp's, all of them. Returns how many tokens were compared.
+pub fn check_greedy_identical(m: &ChatModel, r: &Value, names: &[&str]) -> usize {
+    let mut items: Vec<&Value> = r["completions"].as_array().unwrap().iter().collect();
+    items.extend(r["chat"]["conversations"].as_array().unwrap().iter());
+    let mut tokens = 0;
+    for &name in names {
+        let item = items
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("no prompt {name} in the reference"));
+        let prompt = ids(&item["prompt_ids"]);
+        let want = ids(&item["generated_ids"]);
+        let mut sampler = Sampler::new(SamplingParams::greedy());
+        let mut cache = m.model.new_cache(prompt.len() + want.len() + 1);
+        let mut logits = m.model.forward(&prompt, &mut cache).unwrap();
+        let mut got = Vec::new();
+        while got.len() < want.len() {
+            let next = sampler.sample(&logits, &got);
+            got.push(next);
+            if m.tokenizer.is_stop(next) || got.len() == want.len() {
+                break;
+            }
+            logits = m.model.forward(&[next], &mut cache).unwrap();
+        }
+        assert_eq!(
+            got, want,
+            "{name}: kiln's greedy tokens differ from llama.cpp's"
+        );
+        tokens += want.len();
+    }
+    tokens
 }
 
 /// Teacher-forced greedy comparison of every generation in the reference: llama.cpp's tokens
