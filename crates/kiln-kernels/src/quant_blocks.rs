@@ -63,7 +63,30 @@ pub fn quantize_row_q8_k(x: &[f32]) -> Q8KRow {
     row
 }
 
-/// The 6-bit scale and minimum of sub-block `j` of a Q4_K block's 12 packed bytes.
+/// All eight 6-bit scales and minimums of a Q4_K block's 12 packed bytes at once, four bytes
+/// per `u32` operation (ggml packs sub-blocks 0-3 in six bits, 4-7 in two nibble-and-two-bit
+/// pieces).
+#[inline(always)]
+pub(crate) fn q4_k_scales_mins(s: &[u8; 12]) -> ([u8; 8], [u8; 8]) {
+    let word = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (a, b, c) = (word(0), word(4), word(8));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    // Sub-blocks 0-3: the low six bits of bytes 0-3 (scales) and 4-7 (minimums). Sub-blocks
+    // 4-7: a nibble of bytes 8-11, topped by the two high bits of bytes 0-3 (scales) or 4-7.
+    let scales_hi = (c & LOW4) | (((a >> 6) & LOW2) << 4);
+    let mins_hi = ((c >> 4) & LOW4) | (((b >> 6) & LOW2) << 4);
+    let join = |lo: u32, hi: u32| {
+        let (lo, hi) = (lo.to_le_bytes(), hi.to_le_bytes());
+        [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1], hi[2], hi[3]]
+    };
+    (join(a & LOW6, scales_hi), join(b & LOW6, mins_hi))
+}
+
+/// The 6-bit scale and minimum of sub-block `j` of a Q4_K block's 12 packed bytes, one at a
+/// time as ggml's reference code reads them: what [`q4_k_scales_mins`] is tested against.
+#[cfg(test)]
 pub(crate) fn q4_k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
@@ -135,11 +158,12 @@ pub fn dequantize_q5_0(row: &[u8], out: &mut [f32]) {
 pub fn dequantize_q4_k(row: &[u8], out: &mut [f32]) {
     for (blk, o) in row.chunks_exact(144).zip(out.chunks_exact_mut(K_BLOCK)) {
         let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-        let (scales, qs) = (&blk[4..16], &blk[16..144]);
+        let (scales, mins) = q4_k_scales_mins(blk[4..16].try_into().unwrap());
+        let qs = &blk[16..144];
         for chunk in 0..4 {
             let q = &qs[chunk * 32..(chunk + 1) * 32];
-            let (s0, m0) = q4_k_scale_min(2 * chunk, scales);
-            let (s1, m1) = q4_k_scale_min(2 * chunk + 1, scales);
+            let (s0, m0) = (scales[2 * chunk], mins[2 * chunk]);
+            let (s1, m1) = (scales[2 * chunk + 1], mins[2 * chunk + 1]);
             let (d0, d1) = (d * s0 as f32, d * s1 as f32);
             let (n0, n1) = (dmin * m0 as f32, dmin * m1 as f32);
             for l in 0..32 {
@@ -199,7 +223,7 @@ crate::cpu::multiversion! {
     pub fn dot_q4_k(w: &[u8], d: &[f32], bsums: &[i32], q: &[i8]) -> f32 {
         let mut acc = 0.0f32;
         for (b, blk) in w.chunks_exact(144).enumerate() {
-            let scales = &blk[4..16];
+            let (scales, mins) = q4_k_scales_mins(blk[4..16].try_into().unwrap());
             let qs = &blk[16..144];
             let qx = &q[b * K_BLOCK..(b + 1) * K_BLOCK];
             let sums = &bsums[b * 16..(b + 1) * 16];
@@ -210,8 +234,8 @@ crate::cpu::multiversion! {
                     &qx[chunk * 64..chunk * 64 + 32],
                     &qx[chunk * 64 + 32..chunk * 64 + 64],
                 );
-                let (s0, m0) = q4_k_scale_min(2 * chunk, scales);
-                let (s1, m1) = q4_k_scale_min(2 * chunk + 1, scales);
+                let (s0, m0) = (scales[2 * chunk], mins[2 * chunk]);
+                let (s1, m1) = (scales[2 * chunk + 1], mins[2 * chunk + 1]);
                 let mut p0 = 0i32;
                 let mut p1 = 0i32;
                 for l in 0..32 {
@@ -370,5 +394,24 @@ mod tests {
             (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
             "q6_k {got} {want}"
         );
+    }
+
+    #[test]
+    fn q4_k_scales_and_mins_at_once_equal_one_at_a_time() {
+        let mut state = 0x1234_5678u32;
+        for _ in 0..1000 {
+            let s: [u8; 12] = std::array::from_fn(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 24) as u8
+            });
+            let (scales, mins) = q4_k_scales_mins(&s);
+            for j in 0..8 {
+                assert_eq!(
+                    (scales[j], mins[j]),
+                    q4_k_scale_min(j, &s),
+                    "{s:?} sub-block {j}"
+                );
+            }
+        }
     }
 }

@@ -1,8 +1,10 @@
-//! AVX-512 VNNI kernels for Q4_1 and Q8_0 weights: `vpdpbusd` multiplies unsigned by signed
-//! bytes and sums each four products into a 32-bit lane in one instruction (the AVX2 kernels
-//! need `vpmaddubsw` + `vpmaddwd`), the f16 scales are converted by F16C, and one weight
-//! block, unpacked once, is multiplied with up to eight activation rows: batched decoding
-//! reads each weight once for all the sequences of a step.
+//! AVX-512 VNNI kernels for the ggml row layout (Q4_1, Q5_0, Q8_0, Q4_K, Q6_K): `vpdpbusd`
+//! multiplies unsigned by signed bytes and sums each four products into a 32-bit lane in one
+//! instruction (the AVX2 kernels need `vpmaddubsw` + `vpmaddwd`), the f16 scales are converted
+//! by F16C, and one weight block, unpacked once, is multiplied with up to eight activation
+//! rows: batched decoding reads each weight once for all the sequences of a step. The K-quant
+//! kernels, whose sub-blocks carry integer scales, use `vpmaddubsw` and then `vpdpwssd`, which
+//! multiplies the 16-bit pair sums by the scales and accumulates them in one instruction.
 //!
 //! The integer block sums are exactly the AVX2 kernels' (no product pair can saturate: 4-bit
 //! or |8-bit| weights times 7-bit activations), so the results differ from theirs only by the
@@ -199,36 +201,32 @@ pub(crate) unsafe fn dot_q4_k<const R: usize>(w: &[u8], rows: [KRowRef<'_>; R]) 
         for b in 0..n {
             let blk = w.as_ptr().add(b * 144);
             let (d, dmin) = scales(blk);
-            let s = std::slice::from_raw_parts(blk.add(4), 12);
-            let sm: [(i32, i32); 8] = std::array::from_fn(|j| {
-                let (sc, m) = crate::quant_blocks::q4_k_scale_min(j, s);
-                (sc as i32, m as i32)
-            });
+            let (sc, mins) =
+                crate::quant_blocks::q4_k_scales_mins(&*(blk.add(4) as *const [u8; 12]));
             let mut isum = [_mm256_setzero_si256(); R];
             for chunk in 0..4 {
                 let raw = _mm256_loadu_si256(blk.add(16 + 32 * chunk) as *const __m256i);
                 let lo = _mm256_and_si256(raw, mask);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
                 let (s0, s1) = (
-                    _mm256_set1_epi32(sm[2 * chunk].0),
-                    _mm256_set1_epi32(sm[2 * chunk + 1].0),
+                    _mm256_set1_epi16(sc[2 * chunk] as i16),
+                    _mm256_set1_epi16(sc[2 * chunk + 1] as i16),
                 );
                 for (r, row) in rows.iter().enumerate() {
                     let x = row.q.as_ptr().add(b * 256 + 64 * chunk);
                     let x0 = _mm256_loadu_si256(x as *const __m256i);
                     let x1 = _mm256_loadu_si256(x.add(32) as *const __m256i);
-                    let p0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo, x0);
-                    let p1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi, x1);
-                    isum[r] = _mm256_add_epi32(
-                        isum[r],
-                        _mm256_add_epi32(_mm256_mullo_epi32(p0, s0), _mm256_mullo_epi32(p1, s1)),
-                    );
+                    // Pairs of 4-bit × 8-bit products fit 16 bits (|15 · 128 · 2| < 2^15), so
+                    // `vpmaddubsw` is exact, and `vpdpwssd` scales and accumulates them.
+                    let p0 = _mm256_maddubs_epi16(lo, x0);
+                    let p1 = _mm256_maddubs_epi16(hi, x1);
+                    isum[r] = _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(isum[r], p0, s0), p1, s1);
                 }
             }
             for (r, row) in rows.iter().enumerate() {
                 let sums = &row.bsums[b * 16..b * 16 + 16];
                 let msum: i32 = (0..8)
-                    .map(|j| sm[j].1 * (sums[2 * j] + sums[2 * j + 1]))
+                    .map(|j| mins[j] as i32 * (sums[2 * j] + sums[2 * j + 1]))
                     .sum();
                 let dx = *row.d.get_unchecked(b);
                 acc[r] += d * dx * hsum_i32(isum[r]) as f32 - dmin * dx * msum as f32;
@@ -259,7 +257,8 @@ pub(crate) unsafe fn dot_q6_k<const R: usize>(w: &[u8], rows: [KRowRef<'_>; R]) 
             let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
                 (blk.add(208) as *const u16).read_unaligned() as i32,
             )));
-            let sc: [i8; 16] = std::array::from_fn(|i| *blk.add(192 + i) as i8);
+            // The 16 signed sub-block scales as 16-bit lanes.
+            let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(192) as *const __m128i));
             let mut isum = [_mm256_setzero_si256(); R];
             for half in 0..2 {
                 let ql = blk.add(64 * half);
@@ -286,31 +285,28 @@ pub(crate) unsafe fn dot_q6_k<const R: usize>(w: &[u8], rows: [KRowRef<'_>; R]) 
                     ),
                 ];
                 for (g, v) in v.iter().enumerate() {
-                    // Lanes 0-3 hold the group's first 16 values, lanes 4-7 the next 16.
-                    let j = 8 * half + 2 * g;
-                    let s = _mm256_set_epi32(
-                        sc[j + 1] as i32,
-                        sc[j + 1] as i32,
-                        sc[j + 1] as i32,
-                        sc[j + 1] as i32,
-                        sc[j] as i32,
-                        sc[j] as i32,
-                        sc[j] as i32,
-                        sc[j] as i32,
-                    );
+                    // The 16-bit lanes 0-7 hold the group's first 16 values' pair sums, lanes
+                    // 8-15 the next 16's: scales `j` and `j + 1`, picked out of `sc16`.
+                    let j = (8 * half + 2 * g) as i16;
+                    let pick = _mm256_set_m128i(_mm_set1_epi16(j + 1), _mm_set1_epi16(j));
+                    let s = _mm256_permutexvar_epi16(pick, sc16);
                     for (r, row) in rows.iter().enumerate() {
                         let x = _mm256_loadu_si256(
                             row.q.as_ptr().add(b * 256 + 128 * half + 32 * g) as *const __m256i,
                         );
-                        let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), *v, x);
-                        isum[r] = _mm256_add_epi32(isum[r], _mm256_mullo_epi32(p, s));
+                        // Pairs of 6-bit × 8-bit products fit 16 bits (63 · 128 · 2 < 2^15).
+                        let p = _mm256_maddubs_epi16(*v, x);
+                        isum[r] = _mm256_dpwssd_epi32(isum[r], p, s);
                     }
                 }
             }
             for (r, row) in rows.iter().enumerate() {
                 // The stored values are offset by 32: subtract 32 · Σ scale · Σ x per 16.
                 let sums = &row.bsums[b * 16..b * 16 + 16];
-                let offset: i32 = (0..16).map(|j| sc[j] as i32 * sums[j]).sum::<i32>() * 32;
+                let offset: i32 = (0..16)
+                    .map(|j| *blk.add(192 + j) as i8 as i32 * sums[j])
+                    .sum::<i32>()
+                    * 32;
                 acc[r] += d * *row.d.get_unchecked(b) * (hsum_i32(isum[r]) - offset) as f32;
             }
         }
