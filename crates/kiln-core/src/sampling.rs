@@ -128,8 +128,13 @@ impl Sampler {
     /// Picks the next token; `history` is what was generated so far (penalties apply to it).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        let mut logits = logits.to_vec();
-        if p.presence_penalty != 0.0 || p.frequency_penalty != 0.0 || p.repetition_penalty != 1.0 {
+        // The logits are copied only when penalties change them.
+        let penalized;
+        let logits = if p.presence_penalty != 0.0
+            || p.frequency_penalty != 0.0
+            || p.repetition_penalty != 1.0
+        {
+            let mut logits = logits.to_vec();
             let mut counts = std::collections::HashMap::new();
             for &t in history {
                 *counts.entry(t as usize).or_insert(0u32) += 1;
@@ -145,7 +150,11 @@ impl Sampler {
                 }
                 *l -= p.presence_penalty + p.frequency_penalty * n as f32;
             }
-        }
+            penalized = logits;
+            &penalized[..]
+        } else {
+            logits
+        };
         let argmax = |l: &[f32]| {
             l.iter()
                 .enumerate()
@@ -153,7 +162,7 @@ impl Sampler {
                 .map_or(0, |(i, _)| i as u32)
         };
         if p.temperature <= 0.0 {
-            return argmax(&logits);
+            return argmax(logits);
         }
         // Tokens more than 40 (after temperature) below the best have a probability below
         // e^-40 ≈ 4e-18 each, under 1e-12 together for any vocabulary: they are left out
@@ -172,7 +181,7 @@ impl Sampler {
             .filter(|&(_, l)| l > best - 40.0)
             .collect();
         if candidates.is_empty() {
-            return argmax(&logits);
+            return argmax(logits);
         }
         candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
         if p.top_k > 0 {

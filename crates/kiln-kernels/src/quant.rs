@@ -135,6 +135,21 @@ pub fn round_to_f16(x: f32) -> f32 {
     }
 }
 
+/// Input rows quantized for the layers of one input width and block length
+/// ([`QuantLinear::quantize_input`]).
+pub struct QuantizedInput {
+    block_len: usize,
+    in_features: usize,
+    rows: Vec<Activations>,
+}
+
+impl QuantizedInput {
+    /// Whether `layer` takes this input: the same input width and block length.
+    pub fn suits(&self, layer: &QuantLinear) -> bool {
+        self.in_features == layer.in_features && self.block_len == layer.format.block_len()
+    }
+}
+
 /// One input row quantized for a weight format: Q8_0/Q8_1 blocks of 32, or Q8_K blocks of 256.
 enum Activations {
     B32(QuantRow),
@@ -348,19 +363,44 @@ impl QuantLinear {
     /// # Panics
     /// If `x` or `out` do not hold `rows` rows of the right width.
     pub fn forward(&self, x: &[f32], rows: usize, out: &mut [f32]) {
+        self.forward_quantized(&self.quantize_input(x, rows), out);
+    }
+
+    /// `x` (`rows` rows of `in_features`) quantized as this layer's kernels take it: 8-bit
+    /// blocks of 32 or 256 values. Layers of the same input width and block length (the parts
+    /// of a stacked projection) can share one [`QuantizedInput`].
+    ///
+    /// # Panics
+    /// If `x` is not `rows` rows of `in_features`.
+    pub fn quantize_input(&self, x: &[f32], rows: usize) -> QuantizedInput {
+        assert_eq!(x.len(), rows * self.in_features, "input length");
+        QuantizedInput {
+            block_len: self.format.block_len(),
+            in_features: self.in_features,
+            rows: x
+                .chunks_exact(self.in_features)
+                .map(|row| Activations::new(self.format, row))
+                .collect(),
+        }
+    }
+
+    /// `out = input · Wᵀ` for an input quantized by [`Self::quantize_input`] (of this layer or
+    /// one that [`QuantizedInput::suits`]): exactly what [`Self::forward`] computes.
+    ///
+    /// # Panics
+    /// If `input` does not suit this layer or `out` is not `rows × out_features`.
+    pub fn forward_quantized(&self, input: &QuantizedInput, out: &mut [f32]) {
+        assert!(input.suits(self), "input quantized for another layer shape");
         let (k, n) = (self.in_features, self.out_features);
-        assert_eq!(x.len(), rows * k, "input length");
+        let quantized = &input.rows;
+        let rows = quantized.len();
         assert_eq!(out.len(), rows * n, "output length");
-        let quantized: Vec<Activations> = x
-            .chunks_exact(k)
-            .map(|row| Activations::new(self.format, row))
-            .collect();
         let parallel =
             2 * rows * k * n >= quant_parallel_threshold(self.format, rows) && threads() > 1;
         if self.packed {
-            return self.forward_packed(&quantized, out, parallel);
+            return self.forward_packed(quantized, out, parallel);
         }
-        let inputs = Inputs::new(self.format, &quantized);
+        let inputs = Inputs::new(self.format, quantized);
         let data = self.data();
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
         let chunk = n.div_ceil(threads() * 4).max(1);
@@ -1048,5 +1088,51 @@ mod tests {
         lin.forward(&x, 1, &mut out);
         let expected: f32 = (1..=31).sum::<i32>() as f32 + 32.0 * 127.0;
         assert_eq!(out[0], expected);
+    }
+
+    /// Stacked parts share one quantized input: the same bits as each part quantizing its own,
+    /// and a layer of another block length or width is refused.
+    #[test]
+    fn a_shared_quantized_input_gives_the_same_bits() {
+        let (k, rows) = (256, 3);
+        let x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 7919 % 251) as f32 - 125.0) / 37.0)
+            .collect();
+        let layer = |format: QuantFormat, n: usize, seed| {
+            QuantLinear::new(
+                format,
+                random_blocks(format, n * k / format.block_len(), seed),
+                n,
+                k,
+            )
+        };
+        let parts = [
+            layer(QuantFormat::Q4_1, 32, 1),
+            layer(QuantFormat::Q5_0, 16, 2),
+            layer(QuantFormat::Q8_0, 16, 3),
+        ];
+        let shared = parts[0].quantize_input(&x, rows);
+        for p in &parts {
+            assert!(shared.suits(p));
+            let n = p.out_features();
+            let (mut own, mut from_shared) = (vec![0.0; rows * n], vec![1.0; rows * n]);
+            p.forward(&x, rows, &mut own);
+            p.forward_quantized(&shared, &mut from_shared);
+            assert_eq!(
+                own.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                from_shared.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+        let q4k = layer(QuantFormat::Q4K, 16, 4);
+        assert!(!shared.suits(&q4k));
+        let wider = QuantLinear::new(
+            QuantFormat::Q8_0,
+            random_blocks(QuantFormat::Q8_0, 16, 5),
+            1,
+            512,
+        );
+        assert!(!shared.suits(&wider));
+        let refused = std::panic::catch_unwind(|| q4k.forward_quantized(&shared, &mut [0.0; 48]));
+        assert!(refused.is_err());
     }
 }

@@ -19,7 +19,9 @@ use crate::weights::gguf::{GgufFile, MetaValue};
 use crate::weights::TensorMap;
 use kiln_kernels::causal_attention::{causal_cached_many, f16_cache_pays, CausalJob, CausalShape};
 use kiln_kernels::linear::Linear;
-use kiln_kernels::quant::{f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear};
+use kiln_kernels::quant::{
+    f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear, QuantizedInput,
+};
 use std::path::Path;
 
 pub use super::kv_cache::KvCache;
@@ -112,10 +114,16 @@ impl Dense {
                 let n: usize = parts.iter().map(QuantLinear::out_features).sum();
                 let mut col = 0;
                 let mut part_out = Vec::new();
+                // Parts of one block length share the quantized input (same bits either way).
+                let mut input: Option<QuantizedInput> = None;
                 for p in parts {
                     let w = p.out_features();
                     part_out.resize(rows * w, 0.0);
-                    p.forward(x, rows, &mut part_out);
+                    let input = match input {
+                        Some(ref i) if i.suits(p) => i,
+                        _ => input.insert(p.quantize_input(x, rows)),
+                    };
+                    p.forward_quantized(input, &mut part_out);
                     for (dst, src) in out.chunks_exact_mut(n).zip(part_out.chunks_exact(w)) {
                         dst[col..col + w].copy_from_slice(src);
                     }
