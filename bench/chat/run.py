@@ -18,6 +18,7 @@ Set-up (once; see bench/README.md):
 Run from the repository root:
     bench/.venv/bin/python bench/chat/run.py            # writes bench/results/chat-<date>.{md,json,png}
     bench/.venv/bin/python bench/chat/run.py --quick    # a fast check of the harness (numbers meaningless)
+    bench/.venv/bin/python bench/chat/run.py --tag b    # a second run on one day: chat-<date>-b.*
 """
 import argparse
 import datetime
@@ -62,17 +63,19 @@ def main():
     ap.add_argument("--kiln", default="target/release/kiln")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--engines", default="kiln,llama.cpp,transformers")
+    ap.add_argument("--tag", default="", help="appended to the results' file names (a second run on one day)")
     a = ap.parse_args()
     engines = a.engines.split(",")
     results = {m: {e: run_engine(e, path, a.kiln, a.quick) for e in engines} for m, path in MODELS.items()}
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
                platform.processor())
     date = datetime.date.today().isoformat()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [
         f"# Chat benchmark, {date}" + (" (--quick: harness check, not a measurement)" if a.quick else ""),
         "",
-        f"Command: `bench/.venv/bin/python bench/chat/run.py{' --quick' if a.quick else ''}` "
-        f"(kiln `{a.kiln}`). Machine: {cpu}, {os.cpu_count()} cores, otherwise idle. "
+        f"Command: `bench/.venv/bin/python bench/chat/run.py{' --quick' if a.quick else ''}"
+        f"{' --tag ' + a.tag if a.tag else ''}` (kiln `{a.kiln}`, built from {commit}). Machine: {cpu}, {os.cpu_count()} cores, otherwise idle. "
         "Each engine runs alone, with 2 threads; medians of 3 runs after a warm-up.",
         "",
         "Targets (issue 3): single-stream decode >= 1.0x llama.cpp; aggregate at 8 streams >= 3x kiln's "
@@ -97,6 +100,8 @@ def main():
                     return "n/a"
                 o = vals[engines.index(other)]
                 x = (o / kv) if not higher_better else (kv / o)
+                if unit == " MiB":
+                    return f"{x:.2f}x {'less' if x >= 1 else 'more'}"
                 return f"{x:.2f}x {'faster' if x >= 1 else 'slower'}"
             lines.append(f"| {label} | " + " | ".join(fmt(v, unit) for v in vals) +
                          f" | {ratio('llama.cpp')} | {ratio('transformers')} |")
@@ -120,7 +125,7 @@ def main():
             elif r.get(e, {}).get("notes"):
                 lines.append(f"- {e}: {r[e]['notes']}" + (f" ({r[e].get('version')})" if r[e].get("version") else ""))
     md = "\n".join(lines) + "\n"
-    suffix = "-quick" if a.quick else ""
+    suffix = ("-" + a.tag if a.tag else "") + ("-quick" if a.quick else "")
     base = f"bench/results/chat-{date}{suffix}"
     with open(base + ".json", "w") as f:
         json.dump({"date": date, "cpu": cpu, "results": results}, f, indent=1)
