@@ -449,7 +449,8 @@ impl QuantLinear {
 /// Fills `out` (`rows` rows of `n` columns) by chunks of `chunk` output columns:
 /// `fill(start, end, part)` writes the columns `start..end` of every row into `part`, row-major
 /// (`rows × (end - start)` values). With `parallel`, the chunks are split over the threads (one
-/// row: each chunk is a slice of `out`; several: each fills its own buffer, copied into place);
+/// row: each chunk is a slice of `out`; several: each fills its own slice of one scratch buffer,
+/// copied into place);
 /// otherwise one call fills all of `out`.
 fn by_columns(
     out: &mut [f32],
@@ -468,22 +469,18 @@ fn by_columns(
             .for_each(|(c, part)| fill(c * chunk, c * chunk + part.len(), part));
         return;
     }
-    let parts: Vec<(usize, Vec<f32>)> = (0..n)
-        .step_by(chunk)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|start| {
-            let end = n.min(start + chunk);
-            let mut part = vec![0.0f32; rows * (end - start)];
-            fill(start, end, &mut part);
-            (start, part)
-        })
-        .collect();
-    for (start, part) in parts {
-        let width = part.len() / rows;
-        for r in 0..rows {
-            out[r * n + start..r * n + start + width]
-                .copy_from_slice(&part[r * width..(r + 1) * width]);
+    // One scratch buffer holds the chunks' parts one after another (each `rows × width`,
+    // row-major), so the threads write disjoint slices of it, then the parts are copied into
+    // their columns of `out`.
+    let mut scratch = vec![0.0f32; rows * n];
+    scratch
+        .par_chunks_mut(rows * chunk)
+        .enumerate()
+        .for_each(|(c, part)| fill(c * chunk, (c * chunk + chunk).min(n), part));
+    for (c, part) in scratch.chunks(rows * chunk).enumerate() {
+        let (start, width) = (c * chunk, part.len() / rows);
+        for (r, src) in part.chunks_exact(width).enumerate() {
+            out[r * n + start..][..width].copy_from_slice(src);
         }
     }
 }
