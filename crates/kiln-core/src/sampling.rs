@@ -155,12 +155,6 @@ impl Sampler {
         } else {
             logits
         };
-        let argmax = |l: &[f32]| {
-            l.iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map_or(0, |(i, _)| i as u32)
-        };
         if p.temperature <= 0.0 {
             return argmax(logits);
         }
@@ -221,6 +215,47 @@ impl Sampler {
     }
 }
 
+/// The total order of `f32` ([`f32::total_cmp`]) as an `i32` order: negative values have their
+/// other bits flipped.
+#[inline(always)]
+fn order_key(v: f32) -> i32 {
+    let b = v.to_bits() as i32;
+    b ^ (((b >> 31) as u32) >> 1) as i32
+}
+
+/// The first index of the largest logit in the total order of `f32` (as llama.cpp's greedy
+/// sampler picks, the first of equal maxima); 0 for no logits. One pass in 16 lanes, each
+/// keeping its first maximum, written so that it vectorizes: a vocabulary of 262,144 logits
+/// per sequence and step made the plain `max_by` 4% of Gemma 3's batched decoding.
+pub fn argmax(logits: &[f32]) -> u32 {
+    const LANES: usize = 16;
+    let (mut best, mut at) = ([i32::MIN; LANES], [0u32; LANES]);
+    let chunks = logits.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for (c, chunk) in chunks.enumerate() {
+        for i in 0..LANES {
+            let k = order_key(chunk[i]);
+            if k > best[i] {
+                best[i] = k;
+                at[i] = (c * LANES + i) as u32;
+            }
+        }
+    }
+    let (mut key, mut index) = (i32::MIN, 0u32);
+    for i in 0..LANES {
+        if best[i] > key || (best[i] == key && at[i] < index) {
+            (key, index) = (best[i], at[i]);
+        }
+    }
+    let start = logits.len() - rest.len();
+    for (i, &v) in rest.iter().enumerate() {
+        if order_key(v) > key {
+            (key, index) = (order_key(v), (start + i) as u32);
+        }
+    }
+    index
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +270,42 @@ mod tests {
             Sampler::new(SamplingParams::greedy()).sample(&logits(), &[]),
             1
         );
+    }
+
+    /// The vectorized argmax against the plain one: first index of the maximum in `total_cmp`
+    /// order, over lengths 0 to 70, with ties, signed zeros, infinities and NaNs.
+    #[test]
+    fn argmax_is_the_first_maximum_in_total_order() {
+        let values = [
+            0.0,
+            -0.0,
+            1.5,
+            -1.5,
+            3.25,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            1e-40,
+        ];
+        let mut state = 7u32;
+        for len in 0..70 {
+            for round in 0..50 {
+                let l: Vec<f32> = (0..len)
+                    .map(|_| {
+                        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                        // Most rounds draw from a few values only (many ties); some from all.
+                        values[(state >> 16) as usize % if round % 3 == 0 { 10 } else { 4 }]
+                    })
+                    .collect();
+                let want = l
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+                    .map_or(0, |(i, _)| i as u32);
+                assert_eq!(argmax(&l), want, "{l:?}");
+            }
+        }
     }
 
     #[test]
