@@ -431,7 +431,13 @@ impl<'a> Scheduler<'a> {
             }
         };
         let mut finished = Vec::new();
-        for (i, (s, l)) in self.running.iter_mut().zip(logits).enumerate() {
+        let vocab = self.model.model.config().vocab_size;
+        for (i, (s, l)) in self
+            .running
+            .iter_mut()
+            .zip(logits.chunks_exact(vocab))
+            .enumerate()
+        {
             let p_len = s.job.request.prompt.len();
             if s.prefilled < p_len {
                 s.prefilled += inputs[i].len();
@@ -439,7 +445,7 @@ impl<'a> Scheduler<'a> {
                     continue;
                 }
             }
-            let token = s.sampler.sample(&l, &s.generated);
+            let token = s.sampler.sample(l, &s.generated);
             if let Some(reason) = advance(self.model, s, token) {
                 finished.push((i, reason));
             }

@@ -637,9 +637,7 @@ impl LlamaModel {
 
     /// Appends `tokens` to the sequence in `cache` and returns the logits after its last token.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        Ok(self
-            .forward_batch(&mut [SequenceStep { tokens, cache }])?
-            .remove(0))
+        self.forward_batch(&mut [SequenceStep { tokens, cache }])
     }
 
     /// Writes the embedding of token `t` into `out`.
@@ -666,8 +664,10 @@ impl LlamaModel {
 
     /// Runs one step for several sequences at once: each appends its tokens (one for decoding,
     /// several for a prefill chunk) to its own cache. Dense layers see all rows together;
-    /// attention stays within each sequence. Returns the logits after each sequence's last token.
-    pub fn forward_batch(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<Vec<f32>>> {
+    /// attention stays within each sequence. Returns the logits after each sequence's last token,
+    /// one row of `vocab_size` per sequence, in one buffer (no copy per sequence: a vocabulary
+    /// can be 262,144 wide).
+    pub fn forward_batch(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<f32>> {
         let c = &self.config;
         for s in steps.iter() {
             if s.tokens.is_empty() {
@@ -838,10 +838,7 @@ impl LlamaModel {
         rms_norm(&last_rows, &self.output_norm, c.rms_eps, &mut normed_last);
         let mut logits = vec![0.0f32; steps.len() * c.vocab_size];
         self.output.forward(&normed_last, steps.len(), &mut logits);
-        Ok(logits
-            .chunks_exact(c.vocab_size)
-            .map(<[f32]>::to_vec)
-            .collect())
+        Ok(logits)
     }
 }
 
