@@ -1129,7 +1129,27 @@ mod tests {
             512,
         );
         assert!(!shared.suits(&wider));
-        let refused = std::panic::catch_unwind(|| q4k.forward_quantized(&shared, &mut [0.0; 48]));
-        assert!(refused.is_err());
+    }
+
+    /// A layer refuses an input quantized for another block length (a panic, not wrong
+    /// numbers). Only where panics unwind: wasm32-wasip1 aborts on the first.
+    #[cfg(panic = "unwind")]
+    #[test]
+    #[should_panic(expected = "input quantized for another layer shape")]
+    fn a_layer_refuses_an_input_quantized_for_another_shape() {
+        let x = vec![0.5f32; 256];
+        let q8 = QuantLinear::new(
+            QuantFormat::Q8_0,
+            random_blocks(QuantFormat::Q8_0, 8, 1),
+            1,
+            256,
+        );
+        let q4k = QuantLinear::new(
+            QuantFormat::Q4K,
+            random_blocks(QuantFormat::Q4K, 1, 2),
+            1,
+            256,
+        );
+        q4k.forward_quantized(&q8.quantize_input(&x, 1), &mut [0.0]);
     }
 }
