@@ -120,8 +120,8 @@ pub fn check_chat_rendering(m: &ChatModel, r: &Value) {
 
 /// Free-running greedy generation: for each prompt named in `names`, kiln generates on its own
 /// (greedy [`Sampler`], its own tokens fed back, stopping early only on a stop token) and its
-/// tokens must be exactly llama.cpp's, all of them. Returns how many tokens were compared.
-pub fn check_greedy_identical(m: &ChatModel, r: &Value, names: &[&str]) -> usize {
+/// tokens must be exactly llama.cpp's, all of them.
+pub fn check_greedy_identical(m: &ChatModel, r: &Value, names: &[&str]) {
     let mut items: Vec<&Value> = r["completions"].as_array().unwrap().iter().collect();
     items.extend(r["chat"]["conversations"].as_array().unwrap().iter());
     let mut tokens = 0;
@@ -150,7 +150,10 @@ pub fn check_greedy_identical(m: &ChatModel, r: &Value, names: &[&str]) -> usize
         );
         tokens += want.len();
     }
-    tokens
+    eprintln!(
+        "{tokens} greedy tokens identical over {} prompts",
+        names.len()
+    );
 }
 
 /// Teacher-forced greedy comparison of every generation in the reference: llama.cpp's tokens
@@ -203,12 +206,7 @@ pub fn check_greedy_teacher_forced(
                     );
                 }
             }
-            let got = logits
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
-                .unwrap()
-                .0 as u32;
+            let got = kiln_core::sampling::argmax(&logits);
             let margin = margins[step].as_f64().unwrap();
             total += 1;
             if margin >= tie_margin {
