@@ -3,7 +3,6 @@
 //! The input holds the rows of several sequences back to back (no padding); each row is
 //! `[q | k | v]`, each `heads * head_dim` wide. Each sequence attends only to itself.
 
-use crate::parallel::prelude::*;
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
 
 /// Shape of a bidirectional attention call.
@@ -47,8 +46,7 @@ pub fn packed_bidirectional(
     }
     let flops: usize = seq_lens.iter().map(|l| 4 * l * l * hidden).sum();
     if flops >= PARALLEL_FLOP_THRESHOLD && jobs.len() > 1 {
-        jobs.into_par_iter()
-            .for_each(|(q, o, len)| sequence(q, len, shape, o));
+        crate::parallel::for_each_mut(&mut jobs, |(q, o, len)| sequence(q, *len, shape, o));
     } else {
         for (q, o, len) in jobs {
             sequence(q, len, shape, o);

@@ -5,7 +5,6 @@
 //! is large (long prompts). The cache is `f32`, or `f16` bits ([`CacheView`]): half the bytes
 //! to read at every step, for the same results.
 
-use crate::parallel::prelude::*;
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
 use crate::quant::{half_to_f32, round_to_f16};
 
@@ -115,14 +114,14 @@ pub fn causal_cached(
     );
     assert!(cache.len() >= (start + rows) * kv_w, "cache");
     let work = rows * (start + rows) * q_w * 4;
-    let row = |(r, o): (usize, &mut [f32])| {
+    let row = |r: usize, o: &mut [f32]| {
         let q = &queries[r * q_stride..r * q_stride + q_w];
         attend_row(shape, q, cache, start + r, o);
     };
     if work >= PARALLEL_FLOP_THRESHOLD && rows > 1 {
-        out.par_chunks_mut(q_w).enumerate().for_each(row);
+        crate::parallel::for_each_chunk_mut(out, q_w, row);
     } else {
-        out.chunks_mut(q_w).enumerate().for_each(row);
+        out.chunks_mut(q_w).enumerate().for_each(|(r, o)| row(r, o));
     }
 }
 
@@ -157,7 +156,7 @@ pub fn causal_cached_many(shape: &CausalShape, jobs: &mut [CausalJob<'_>]) {
         causal_cached(shape, j.queries, j.q_stride, j.cache, j.start, j.out)
     };
     if jobs.len() > 1 && work >= PARALLEL_FLOP_THRESHOLD && crate::parallel::threads() > 1 {
-        jobs.into_par_iter().for_each(run);
+        crate::parallel::for_each_mut(jobs, run);
     } else {
         jobs.iter_mut().for_each(run);
     }

@@ -1,7 +1,7 @@
 //! kiln-kernels: the hot CPU kernels of kiln, each tested against a plain scalar version.
 //!
 //! Every function works on plain `f32` slices in row-major order. Threading decisions live
-//! here too (rayon, used only above a work threshold), so that callers stay single-threaded
+//! here too (the kernel threads, used only above a work threshold), so that callers stay single-threaded
 //! code.
 #![warn(missing_docs)]
 
@@ -18,3 +18,5 @@ pub mod quant_blocks;
 pub mod quant_packed;
 #[cfg(target_arch = "x86_64")]
 mod quant_vnni;
+#[cfg(not(target_arch = "wasm32"))]
+mod team;

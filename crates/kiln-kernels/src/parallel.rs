@@ -1,15 +1,16 @@
 //! When work is worth splitting across threads, and the threads themselves.
 //!
-//! On native targets the kernels use rayon. wasm32 has no threads here, so there the
-//! crate-private `prelude` offers the same method names on plain sequential iterators and
-//! [`threads`] is 1: the call sites stay the same and simply run on the calling thread.
+//! On native targets the kernels split their work over a team of kernel threads (the private
+//! `team` module) that takes a job in about a microsecond; rayon remains for the `gemm` crate.
+//! wasm32 has no threads here, so there [`threads`] is 1 and the same functions run their
+//! tasks in order on the calling thread.
 
 /// Floating-point operations below which a kernel stays on the calling thread.
 ///
-/// A rayon fork/join costs a few microseconds; below this much work it does not pay.
+/// A fork-join costs a few microseconds; below this much work it does not pay.
 pub const PARALLEL_FLOP_THRESHOLD: usize = 1 << 20;
 
-/// Number of threads rayon will use.
+/// Number of kernel threads (rayon's count, so `RAYON_NUM_THREADS` sets both).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn threads() -> usize {
     rayon::current_num_threads()
@@ -21,11 +22,12 @@ pub fn threads() -> usize {
     1
 }
 
-/// Runs `f` on one of the kernel threads and waits for it (native), so that the parallel
-/// kernels `f` calls share their work with the thread running `f`: called from an outside
-/// thread, each kernel would hand its work to the pool and leave that thread idle, and the
-/// sequential parts between kernels would leave the pool idle. One hand-over per call costs
-/// microseconds, so give it a whole step of work (a batched decode step), not one kernel.
+/// Runs `f` on one of rayon's threads and waits for it (native), so that the `gemm` crate's
+/// rayon-parallel products (the `f32` layers on CPUs without AVX-512) share their work with the
+/// thread running `f`: called from an outside thread, each would hand its work to the pool and
+/// leave that thread idle. The kernels' own team of threads works with any caller. One
+/// hand-over per call costs microseconds, so give it a whole step of work (a batched decode
+/// step), not one kernel.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn on_kernel_threads<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
@@ -37,34 +39,131 @@ pub fn on_kernel_threads<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// rayon's parallel iterators (native).
-#[cfg(not(target_arch = "wasm32"))]
-pub(crate) mod prelude {
-    pub(crate) use rayon::prelude::*;
+/// Values below which [`map_rows`] stays on the calling thread.
+const PARALLEL_VALUE_THRESHOLD: usize = 4096;
+
+/// Calls `f(out_row, in_row)` for every row: `out` is rows of `out_width` values and `input` as
+/// many rows of `in_width`. The rows are spread over the kernel threads when there are several
+/// and enough values (an element-wise activation of a batched step); the results do not
+/// depend on that.
+///
+/// # Panics
+/// If `out` and `input` do not hold the same number of whole rows.
+pub fn map_rows(
+    out: &mut [f32],
+    out_width: usize,
+    input: &[f32],
+    in_width: usize,
+    f: impl Fn(&mut [f32], &[f32]) + Sync,
+) {
+    assert!(out_width > 0 && in_width > 0, "row widths");
+    let rows = out.len() / out_width;
+    assert!(
+        out.len() == rows * out_width && input.len() == rows * in_width,
+        "whole rows"
+    );
+    if rows > 1 && out.len() >= PARALLEL_VALUE_THRESHOLD && threads() > 1 {
+        for_each_chunk_mut(out, out_width, |r, o| {
+            f(o, &input[r * in_width..(r + 1) * in_width])
+        });
+    } else {
+        for (o, i) in out
+            .chunks_exact_mut(out_width)
+            .zip(input.chunks_exact(in_width))
+        {
+            f(o, i);
+        }
+    }
 }
 
-/// Sequential stand-ins for the rayon methods the kernels call (wasm).
-#[cfg(target_arch = "wasm32")]
-pub(crate) mod prelude {
-    /// `par_chunks_mut` as plain `chunks_mut`.
-    pub(crate) trait ParChunksMut<T> {
-        /// The sequential `chunks_mut`.
-        fn par_chunks_mut(&mut self, size: usize) -> std::slice::ChunksMut<'_, T>;
+/// Calls `f(i, chunk)` for every `size`-long chunk `i` of `data` (the last may be shorter):
+/// spread over the kernel threads on native targets, in order on wasm.
+pub(crate) fn for_each_chunk_mut<T: Send>(
+    data: &mut [T],
+    size: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let chunks: Vec<std::sync::Mutex<&mut [T]>> =
+            data.chunks_mut(size).map(std::sync::Mutex::new).collect();
+        // Each task locks only its own chunk: the locks are never contended.
+        crate::team::run(chunks.len(), &|i| {
+            let mut chunk = chunks[i].lock().unwrap_or_else(|e| e.into_inner());
+            f(i, &mut chunk)
+        });
     }
+    #[cfg(target_arch = "wasm32")]
+    data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+}
 
-    impl<T> ParChunksMut<T> for [T] {
-        fn par_chunks_mut(&mut self, size: usize) -> std::slice::ChunksMut<'_, T> {
-            self.chunks_mut(size)
+/// Calls `f` on every item: spread over the kernel threads on native targets, in order on wasm.
+pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let items: Vec<std::sync::Mutex<&mut T>> =
+            items.iter_mut().map(std::sync::Mutex::new).collect();
+        crate::team::run(items.len(), &|i| {
+            f(&mut items[i].lock().unwrap_or_else(|e| e.into_inner()))
+        });
+    }
+    #[cfg(target_arch = "wasm32")]
+    items.iter_mut().for_each(f);
+}
+
+/// Calls `f(i)` for every `i < n`: spread over the kernel threads on native targets, in order
+/// on wasm (where no caller needs it: only the AVX-512 dense kernel does).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn for_each_index(n: usize, f: impl Fn(usize) + Sync) {
+    #[cfg(not(target_arch = "wasm32"))]
+    crate::team::run(n, &f);
+    #[cfg(target_arch = "wasm32")]
+    (0..n).for_each(f);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_rows_gives_every_row_its_input_threaded_or_not() {
+        for (rows, width) in [(1, 8), (3, 5), (16, 1024), (9, 700)] {
+            let input: Vec<f32> = (0..rows * 2 * width).map(|i| i as f32).collect();
+            let mut out = vec![f32::NAN; rows * width];
+            map_rows(&mut out, width, &input, 2 * width, |o, i| {
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o = i[j] * 2.0 + i[width + j];
+                }
+            });
+            for r in 0..rows {
+                for j in 0..width {
+                    let want = input[r * 2 * width + j] * 2.0 + input[r * 2 * width + width + j];
+                    assert_eq!(
+                        out[r * width + j],
+                        want,
+                        "{rows}x{width}: row {r}, value {j}"
+                    );
+                }
+            }
         }
     }
 
-    /// `into_par_iter` as plain `into_iter`.
-    pub(crate) trait IntoParIter: IntoIterator + Sized {
-        /// The sequential `into_iter`.
-        fn into_par_iter(self) -> Self::IntoIter {
-            self.into_iter()
-        }
+    #[test]
+    fn chunks_and_items_are_each_visited_once_with_their_index() {
+        let mut data: Vec<usize> = vec![0; 1001];
+        for_each_chunk_mut(&mut data, 64, |c, chunk| {
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v += c * 64 + j + 1;
+            }
+        });
+        assert!(data.iter().enumerate().all(|(i, &v)| v == i + 1));
+        let mut items: Vec<(usize, usize)> = (0..37).map(|i| (i, 0)).collect();
+        for_each_mut(&mut items, |(i, v)| *v += *i * 3);
+        assert!(items.iter().all(|&(i, v)| v == i * 3));
+        let sum = std::sync::atomic::AtomicUsize::new(0);
+        for_each_index(100, |i| {
+            sum.fetch_add(i, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(sum.into_inner(), 4950);
     }
-
-    impl<I: IntoIterator> IntoParIter for I {}
 }

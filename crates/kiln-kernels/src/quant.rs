@@ -5,7 +5,6 @@
 //! Matching llama.cpp's arithmetic keeps kiln's logits within float rounding of llama.cpp's,
 //! and the weights stay 4-8 bits wide in memory.
 
-use crate::parallel::prelude::*;
 use crate::parallel::threads;
 use crate::quant_blocks::{self as blocks, quantize_row_q8_k, Q8KRow, K_BLOCK};
 
@@ -395,8 +394,7 @@ impl QuantLinear {
         let quantized = &input.rows;
         let rows = quantized.len();
         assert_eq!(out.len(), rows * n, "output length");
-        let parallel =
-            2 * rows * k * n >= quant_parallel_threshold(self.format, rows) && threads() > 1;
+        let parallel = 2 * rows * k * n >= quant_parallel_threshold() && threads() > 1;
         if self.packed {
             return self.forward_packed(quantized, out, parallel);
         }
@@ -404,12 +402,10 @@ impl QuantLinear {
         let data = self.data();
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
         let chunk = n.div_ceil(threads() * 4).max(1);
-        by_columns(out, rows, n, chunk, parallel, |start, end, part| {
+        by_columns(out, rows, n, chunk, parallel, |start, end, parts| {
             for o in start..end {
                 let w = &data[o * row_bytes..(o + 1) * row_bytes];
-                dot_rows(self.format, w, &inputs, |r, v| {
-                    part[r * (end - start) + o - start] = v
-                });
+                dot_rows(self.format, w, &inputs, |r, v| parts[r][o - start] = v);
             }
         });
     }
@@ -429,7 +425,7 @@ impl QuantLinear {
         let group_bytes = k / BLOCK * self.format.block_bytes() * GROUP;
         // Chunks of whole groups.
         let chunk = (n / GROUP).div_ceil(threads() * 4).max(1) * GROUP;
-        by_columns(out, rows, n, chunk, parallel, |start, end, part| {
+        by_columns(out, rows, n, chunk, parallel, |start, end, parts| {
             let width = end - start;
             let mut tile_out = [[0.0f32; GROUP]; TILE];
             for g in 0..width / GROUP {
@@ -438,7 +434,7 @@ impl QuantLinear {
                     group_tile(self.format, group, tile, &mut tile_out[..tile.len()]);
                     for (i, o) in tile_out[..tile.len()].iter().enumerate() {
                         let r = t * TILE + i;
-                        part[r * width + g * GROUP..][..GROUP].copy_from_slice(o);
+                        parts[r][g * GROUP..][..GROUP].copy_from_slice(o);
                     }
                 }
             }
@@ -447,66 +443,52 @@ impl QuantLinear {
 }
 
 /// Fills `out` (`rows` rows of `n` columns) by chunks of `chunk` output columns:
-/// `fill(start, end, part)` writes the columns `start..end` of every row into `part`, row-major
-/// (`rows × (end - start)` values). With `parallel`, the chunks are split over the threads (one
-/// row: each chunk is a slice of `out`; several: each fills its own slice of one scratch buffer,
-/// copied into place);
-/// otherwise one call fills all of `out`.
+/// `fill(start, end, parts)` writes the columns `start..end` of every row `r` into `parts[r]`
+/// (`end - start` values, a slice of `out`). With `parallel`, the chunks are spread over the
+/// kernel threads; otherwise one call fills all of `out`.
 fn by_columns(
     out: &mut [f32],
     rows: usize,
     n: usize,
     chunk: usize,
     parallel: bool,
-    fill: impl Fn(usize, usize, &mut [f32]) + Sync,
+    fill: impl Fn(usize, usize, &mut [&mut [f32]]) + Sync,
 ) {
     if !parallel {
-        return fill(0, n, out);
+        let mut parts: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
+        return fill(0, n, &mut parts);
     }
-    if rows == 1 {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(c, part)| fill(c * chunk, c * chunk + part.len(), part));
-        return;
-    }
-    // One scratch buffer holds the chunks' parts one after another (each `rows × width`,
-    // row-major), so the threads write disjoint slices of it, then the parts are copied into
-    // their columns of `out`.
-    let mut scratch = vec![0.0f32; rows * n];
-    scratch
-        .par_chunks_mut(rows * chunk)
-        .enumerate()
-        .for_each(|(c, part)| fill(c * chunk, (c * chunk + chunk).min(n), part));
-    for (c, part) in scratch.chunks(rows * chunk).enumerate() {
-        let (start, width) = (c * chunk, part.len() / rows);
-        for (r, src) in part.chunks_exact(width).enumerate() {
-            out[r * n + start..][..width].copy_from_slice(src);
+    // Chunk `c` of every row, gathered: each task writes its columns of `out` in place.
+    let mut chunks: Vec<(usize, Vec<&mut [f32]>)> = (0..n.div_ceil(chunk))
+        .map(|c| (c, Vec::with_capacity(rows)))
+        .collect();
+    for row in out.chunks_exact_mut(n) {
+        for (c, part) in row.chunks_mut(chunk).enumerate() {
+            chunks[c].1.push(part);
         }
     }
+    crate::parallel::for_each_mut(&mut chunks, |(c, parts)| {
+        fill(*c * chunk, (*c * chunk + chunk).min(n), parts)
+    });
 }
 
 /// Work (in multiply-adds × 2) below which a quantized layer stays on the calling thread.
 ///
-/// Waking a pool thread costs tens of microseconds, and decoding one token runs a hundred
-/// small layers. Measured on 2 cores (2026-11-24, `kiln generate --stats`): SmolLM2-135M
-/// (Q4_1, the fastest kernels) decodes 148 tokens/s when only layers above 16 M split and 137
-/// when every layer above 1 M does; Gemma 3 270M (Q5_0/Q4_K/Q6_K, slower kernels) decodes 77
-/// tokens/s with the 1 M threshold and 59 with 16 M. Several rows (batched decoding) make every
-/// layer long enough to split: at 8 rows SmolLM2's layers take 150-400 µs on one thread, and
-/// with only the largest split the second core idled 90% of a batched step (perf,
-/// 2026-12-01). `KILN_QUANT_PARALLEL_FLOPS` overrides it.
-fn quant_parallel_threshold(format: QuantFormat, rows: usize) -> usize {
+/// Decoding one token runs a hundred small layers. While a fork-join woke a sleeping rayon
+/// thread (tens of microseconds on a virtual machine), only SmolLM2's largest single-row layers
+/// (above 16 M) paid for splitting. The kernel team (`team.rs`) takes a job in about a
+/// microsecond, and splitting every layer above 1 M pays: SmolLM2-135M one-stream decode
+/// 147/121/136 → 168/147/195 tokens/s (`kiln generate --stats`, 128 tokens, three alternating
+/// runs, 2026-12-02); 256 K and 512 K measured the same as 1 M. `KILN_QUANT_PARALLEL_FLOPS`
+/// overrides it.
+fn quant_parallel_threshold() -> usize {
     static T: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
     let forced = *T.get_or_init(|| {
         std::env::var("KILN_QUANT_PARALLEL_FLOPS")
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    forced.unwrap_or(match format {
-        _ if rows >= 4 => crate::parallel::PARALLEL_FLOP_THRESHOLD,
-        QuantFormat::Q4_1 | QuantFormat::Q8_0 => 1 << 24,
-        _ => 1 << 20,
-    })
+    forced.unwrap_or(crate::parallel::PARALLEL_FLOP_THRESHOLD)
 }
 
 /// The quantized input rows of one `forward` call, ready for the dot-product kernels.

@@ -800,10 +800,8 @@ impl LlamaModel {
             }
             rms_norm(&x, &b.ffn_norm, c.rms_eps, &mut normed);
             b.gate_up.forward(&normed, rows, &mut gate_up);
-            for (a, gu) in act
-                .chunks_exact_mut(c.ffn)
-                .zip(gate_up.chunks_exact(2 * c.ffn))
-            {
+            // The gated activation, row by row (on the kernel threads for a batch).
+            kiln_kernels::parallel::map_rows(&mut act, c.ffn, &gate_up, 2 * c.ffn, |a, gu| {
                 let (g, u) = gu.split_at(c.ffn);
                 match c.family {
                     Family::Gemma3 => {
@@ -817,7 +815,7 @@ impl LlamaModel {
                         }
                     }
                 }
-            }
+            });
             b.down.forward(&act, rows, &mut proj);
             if let Some(e) = &b.extra {
                 rms_norm_in_place(&mut proj, &e.post_ffn, c.rms_eps);

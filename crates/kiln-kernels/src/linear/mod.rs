@@ -290,10 +290,9 @@ impl Linear {
         };
         let workers = threads().min(count);
         if 2 * rows * k * n >= PARALLEL_FLOP_THRESHOLD && workers > 1 {
-            use rayon::prelude::*;
-            (0..workers)
-                .into_par_iter()
-                .for_each(|t| run(t * count / workers, (t + 1) * count / workers));
+            crate::parallel::for_each_index(workers, |t| {
+                run(t * count / workers, (t + 1) * count / workers)
+            });
         } else {
             run(0, count);
         }
