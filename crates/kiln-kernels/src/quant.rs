@@ -401,13 +401,30 @@ impl QuantLinear {
     /// If `x` is not `rows` rows of `in_features`.
     pub fn quantize_input(&self, x: &[f32], rows: usize) -> QuantizedInput {
         assert_eq!(x.len(), rows * self.in_features, "input length");
-        QuantizedInput {
-            block_len: self.format.block_len(),
-            in_features: self.in_features,
-            rows: x
+        let format = self.format;
+        let rows = if rows > 1 && x.len() >= PARALLEL_QUANTIZE_VALUES && threads() > 1 {
+            // A batch's rows side by side on the kernel threads: each row alone is too short
+            // to split, and quantizing them one after another left the other core idle.
+            let mut slots: Vec<(&[f32], Option<Activations>)> = x
                 .chunks_exact(self.in_features)
-                .map(|row| Activations::new(self.format, row))
-                .collect(),
+                .map(|row| (row, None))
+                .collect();
+            crate::parallel::for_each_mut(&mut slots, |(row, act)| {
+                *act = Some(Activations::new(format, row))
+            });
+            slots
+                .into_iter()
+                .map(|(_, act)| act.expect("every row was quantized"))
+                .collect()
+        } else {
+            x.chunks_exact(self.in_features)
+                .map(|row| Activations::new(format, row))
+                .collect()
+        };
+        QuantizedInput {
+            block_len: format.block_len(),
+            in_features: self.in_features,
+            rows,
         }
     }
 
@@ -499,6 +516,10 @@ fn by_columns(
         fill(*c * chunk, (*c * chunk + chunk).min(n), parts)
     });
 }
+
+/// Input values (all rows) from which [`QuantLinear::quantize_input`] quantizes the rows on
+/// the kernel threads: 8 rows of 576 (SmolLM2's batched step) take about 5 µs on one thread.
+const PARALLEL_QUANTIZE_VALUES: usize = 4096;
 
 /// Work (in multiply-adds × 2) below which a quantized layer stays on the calling thread.
 ///
