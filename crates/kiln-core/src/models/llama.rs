@@ -20,7 +20,7 @@ use crate::weights::TensorMap;
 use kiln_kernels::causal_attention::{causal_cached_many, f16_cache_pays, CausalJob, CausalShape};
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{
-    f32_to_half, half_to_f32, round_to_f16, QuantFormat, QuantLinear, QuantizedInput,
+    f32_to_half_slice, half_to_f32, round_to_f16, QuantFormat, QuantLinear, QuantizedInput,
 };
 use std::path::Path;
 
@@ -804,11 +804,7 @@ impl LlamaModel {
             kiln_kernels::parallel::map_rows(&mut act, c.ffn, &gate_up, 2 * c.ffn, |a, gu| {
                 let (g, u) = gu.split_at(c.ffn);
                 match c.family {
-                    Family::Gemma3 => {
-                        for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                            *a = gelu_like_ggml(g) * u;
-                        }
-                    }
+                    Family::Gemma3 => gelu_like_ggml_times(g, u, a),
                     _ => {
                         for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
                             *a = g / (1.0 + (-g).exp()) * u;
@@ -924,18 +920,23 @@ fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     }
 }
 
-/// GELU (tanh form) as ggml computes it on the CPU: the input rounded to `f16`, looked up in a
-/// table of `f16` results; exactly 0 below -10 and the identity above 10.
-fn gelu_like_ggml(x: f32) -> f32 {
+/// `out = GELU(g) · u`, GELU (tanh form) as ggml computes it on the CPU: the input rounded to
+/// `f16` (the whole row at once, vectorized), looked up in a table of `f16` results; exactly 0
+/// below -10 and the identity above 10.
+fn gelu_like_ggml_times(g: &[f32], u: &[f32], out: &mut [f32]) {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
-    if x <= -10.0 {
-        0.0
-    } else if x >= 10.0 {
-        x
-    } else {
-        let table =
-            TABLE.get_or_init(|| (0..=u16::MAX).map(|h| gelu_f16(half_to_f32(h))).collect());
-        table[f32_to_half(x) as usize]
+    let table = TABLE.get_or_init(|| (0..=u16::MAX).map(|h| gelu_f16(half_to_f32(h))).collect());
+    let mut halves = vec![0u16; g.len()];
+    f32_to_half_slice(g, &mut halves);
+    for (((o, &x), &u), &h) in out.iter_mut().zip(g).zip(u).zip(&halves) {
+        let gelu = if x <= -10.0 {
+            0.0
+        } else if x >= 10.0 {
+            x
+        } else {
+            table[h as usize]
+        };
+        *o = gelu * u;
     }
 }
 
