@@ -94,6 +94,7 @@ pub fn half_to_f32(h: u16) -> f32 {
 /// If `x` and `out` differ in length.
 pub fn f32_to_half_slice(x: &[f32], out: &mut [u16]) {
     assert_eq!(x.len(), out.len(), "lengths");
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
