@@ -476,31 +476,105 @@ impl QuantLinear {
     /// # Panics
     /// If `input` does not suit this layer or `out` is not `rows × out_features`.
     pub fn forward_quantized(&self, input: &QuantizedInput, out: &mut [f32]) {
-        assert!(input.suits(self), "input quantized for another layer shape");
+        Self::forward_stacked(&[(self, input)], out);
+    }
+
+    /// The outputs of several layers side by side, in one pass over the kernel threads (a
+    /// stacked projection such as q/k/v): row `r` of `out` is each layer's row `r` of
+    /// [`Self::forward_quantized`] in turn, with the same bits.
+    ///
+    /// # Panics
+    /// If an input does not suit its layer, the inputs differ in row count, or `out` is not
+    /// `rows × Σ out_features`.
+    pub fn forward_stacked(parts: &[(&QuantLinear, &QuantizedInput)], out: &mut [f32]) {
+        let Some(&(_, first)) = parts.first() else {
+            return assert!(out.is_empty(), "output length");
+        };
+        let rows = first.rows.len();
+        let fillers: Vec<Filler<'_>> = parts
+            .iter()
+            .map(|&(layer, input)| {
+                assert!(
+                    input.suits(layer),
+                    "input quantized for another layer shape"
+                );
+                assert_eq!(input.rows.len(), rows, "row counts");
+                layer.filler(input)
+            })
+            .collect();
+        let width: usize = fillers.iter().map(|f| f.n).sum();
+        assert_eq!(out.len(), rows * width, "output length");
+        let work: usize = parts
+            .iter()
+            .map(|(l, _)| 2 * rows * l.in_features * l.out_features)
+            .sum();
+        if work < quant_parallel_threshold() || threads() < 2 {
+            let mut segments: Vec<Vec<&mut [f32]>> = fillers.iter().map(|_| Vec::new()).collect();
+            for mut row in out.chunks_exact_mut(width) {
+                for (f, seg) in fillers.iter().zip(&mut segments) {
+                    let (mine, rest) = std::mem::take(&mut row).split_at_mut(f.n);
+                    seg.push(mine);
+                    row = rest;
+                }
+            }
+            for (f, mut seg) in fillers.iter().zip(segments) {
+                (f.fill)(0, f.n, &mut seg);
+            }
+            return;
+        }
+        // One task per chunk of each layer's columns, holding that chunk of every row: the
+        // tasks write their columns of `out` in place.
+        let mut tasks: Vec<(usize, usize, Vec<&mut [f32]>)> = Vec::new();
+        for (i, f) in fillers.iter().enumerate() {
+            for c in 0..f.n.div_ceil(f.chunk) {
+                tasks.push((i, c * f.chunk, Vec::with_capacity(rows)));
+            }
+        }
+        for mut row in out.chunks_exact_mut(width) {
+            let mut task = 0;
+            for f in &fillers {
+                let (mine, rest) = std::mem::take(&mut row).split_at_mut(f.n);
+                row = rest;
+                for part in mine.chunks_mut(f.chunk) {
+                    tasks[task].2.push(part);
+                    task += 1;
+                }
+            }
+        }
+        crate::parallel::for_each_mut(&mut tasks, |(i, start, parts)| {
+            let f = &fillers[*i];
+            (f.fill)(*start, (*start + f.chunk).min(f.n), parts)
+        });
+    }
+
+    /// How this layer fills chunks of its output columns for `input`.
+    fn filler<'a>(&'a self, input: &'a QuantizedInput) -> Filler<'a> {
         let (k, n) = (self.in_features, self.out_features);
         let quantized = &input.rows;
-        let rows = quantized.len();
-        assert_eq!(out.len(), rows * n, "output length");
-        let parallel = 2 * rows * k * n >= quant_parallel_threshold() && threads() > 1;
         if self.packed {
-            return self.forward_packed(quantized, out, parallel);
+            return self.packed_filler(quantized);
         }
         let inputs = Inputs::new(self.format, quantized);
         let data = self.data();
         let row_bytes = k / self.format.block_len() * self.format.block_bytes();
-        let chunk = n.div_ceil(threads() * 4).max(1);
-        by_columns(out, rows, n, chunk, parallel, |start, end, parts| {
-            for o in start..end {
-                let w = &data[o * row_bytes..(o + 1) * row_bytes];
-                dot_rows(self.format, w, &inputs, |r, v| parts[r][o - start] = v);
-            }
-        });
+        let format = self.format;
+        Filler {
+            n,
+            chunk: n.div_ceil(threads() * 4).max(1),
+            fill: Box::new(move |start, end, parts| {
+                for o in start..end {
+                    let w = &data[o * row_bytes..(o + 1) * row_bytes];
+                    dot_rows(format, w, &inputs, |r, v| parts[r][o - start] = v);
+                }
+            }),
+        }
     }
 
-    /// `forward` on the packed layout: output columns in groups of 16, input rows in tiles.
-    fn forward_packed(&self, quantized: &[Activations], out: &mut [f32], parallel: bool) {
+    /// [`Self::filler`] on the packed layout: output columns in groups of 16, input rows in
+    /// tiles.
+    fn packed_filler<'a>(&'a self, quantized: &'a [Activations]) -> Filler<'a> {
         use crate::quant_packed::{group_tile, PackedRow, GROUP, TILE};
-        let (k, n, rows) = (self.in_features, self.out_features, quantized.len());
+        let (k, n) = (self.in_features, self.out_features);
         let rows_in: Vec<PackedRow<'_>> = quantized
             .iter()
             .map(|a| match a {
@@ -510,53 +584,40 @@ impl QuantLinear {
             .collect();
         let data = self.data();
         let group_bytes = k / BLOCK * self.format.block_bytes() * GROUP;
-        // Chunks of whole groups.
-        let chunk = (n / GROUP).div_ceil(threads() * 4).max(1) * GROUP;
-        by_columns(out, rows, n, chunk, parallel, |start, end, parts| {
-            let width = end - start;
-            let mut tile_out = [[0.0f32; GROUP]; TILE];
-            for g in 0..width / GROUP {
-                let group = &data[(start / GROUP + g) * group_bytes..][..group_bytes];
-                for (t, tile) in rows_in.chunks(TILE).enumerate() {
-                    group_tile(self.format, group, tile, &mut tile_out[..tile.len()]);
-                    for (i, o) in tile_out[..tile.len()].iter().enumerate() {
-                        let r = t * TILE + i;
-                        parts[r][g * GROUP..][..GROUP].copy_from_slice(o);
+        let format = self.format;
+        Filler {
+            n,
+            // Chunks of whole groups.
+            chunk: (n / GROUP).div_ceil(threads() * 4).max(1) * GROUP,
+            fill: Box::new(move |start, end, parts| {
+                let width = end - start;
+                let mut tile_out = [[0.0f32; GROUP]; TILE];
+                for g in 0..width / GROUP {
+                    let group = &data[(start / GROUP + g) * group_bytes..][..group_bytes];
+                    for (t, tile) in rows_in.chunks(TILE).enumerate() {
+                        group_tile(format, group, tile, &mut tile_out[..tile.len()]);
+                        for (i, o) in tile_out[..tile.len()].iter().enumerate() {
+                            let r = t * TILE + i;
+                            parts[r][g * GROUP..][..GROUP].copy_from_slice(o);
+                        }
                     }
                 }
-            }
-        });
+            }),
+        }
     }
 }
 
-/// Fills `out` (`rows` rows of `n` columns) by chunks of `chunk` output columns:
-/// `fill(start, end, parts)` writes the columns `start..end` of every row `r` into `parts[r]`
-/// (`end - start` values, a slice of `out`). With `parallel`, the chunks are spread over the
-/// kernel threads; otherwise one call fills all of `out`.
-fn by_columns(
-    out: &mut [f32],
-    rows: usize,
+/// A layer's output columns as work: `fill(start, end, parts)` writes the columns
+/// `start..end` of every row `r` into `parts[r]` (`end - start` values); the columns split into
+/// chunks of `chunk` for the threads.
+struct Filler<'a> {
+    /// Output columns.
     n: usize,
+    /// Columns per task.
     chunk: usize,
-    parallel: bool,
-    fill: impl Fn(usize, usize, &mut [&mut [f32]]) + Sync,
-) {
-    if !parallel {
-        let mut parts: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
-        return fill(0, n, &mut parts);
-    }
-    // Chunk `c` of every row, gathered: each task writes its columns of `out` in place.
-    let mut chunks: Vec<(usize, Vec<&mut [f32]>)> = (0..n.div_ceil(chunk))
-        .map(|c| (c, Vec::with_capacity(rows)))
-        .collect();
-    for row in out.chunks_exact_mut(n) {
-        for (c, part) in row.chunks_mut(chunk).enumerate() {
-            chunks[c].1.push(part);
-        }
-    }
-    crate::parallel::for_each_mut(&mut chunks, |(c, parts)| {
-        fill(*c * chunk, (*c * chunk + chunk).min(n), parts)
-    });
+    /// Fills a range of columns of every row.
+    #[allow(clippy::type_complexity)]
+    fill: Box<dyn Fn(usize, usize, &mut [&mut [f32]]) + Sync + 'a>,
 }
 
 /// Input values (all rows) from which [`QuantLinear::quantize_input`] quantizes the rows on
@@ -1288,6 +1349,53 @@ mod tests {
             512,
         );
         assert!(!shared.suits(&wider));
+    }
+
+    /// Layers stacked in one pass (packed and row layouts, 32- and 256-value formats, one
+    /// thread's worth of work and several): the same bits as each layer alone, side by side.
+    #[test]
+    fn stacked_layers_equal_each_layer_alone() {
+        let k = 512;
+        let layer = |format: QuantFormat, n: usize, seed| {
+            let data = random_blocks(format, n * k / format.block_len(), seed);
+            if crate::quant_packed::packs(format, n, k) {
+                let mut packed = data;
+                crate::quant_packed::pack_in_place(format, n, k, &mut packed);
+                QuantLinear::from_shared_packed(format, std::sync::Arc::new(packed), 0, n, k)
+            } else {
+                QuantLinear::new(format, data, n, k)
+            }
+        };
+        for (rows, n) in [(1, 16), (3, 48), (8, 256), (8, 1024)] {
+            let x: Vec<f32> = (0..rows * k)
+                .map(|i| ((i * 7919 % 251) as f32 - 125.0) / 37.0)
+                .collect();
+            let parts = [
+                layer(QuantFormat::Q4_1, n, 1),
+                layer(QuantFormat::Q4K, n / 2 + 16, 2),
+                layer(QuantFormat::Q8_0, 32, 3),
+                layer(QuantFormat::Q6K, n, 4),
+            ];
+            let inputs: Vec<QuantizedInput> =
+                parts.iter().map(|p| p.quantize_input(&x, rows)).collect();
+            let width: usize = parts.iter().map(QuantLinear::out_features).sum();
+            let mut want = vec![0.0f32; rows * width];
+            let mut col = 0;
+            for (p, input) in parts.iter().zip(&inputs) {
+                let w = p.out_features();
+                let mut alone = vec![0.0f32; rows * w];
+                p.forward_quantized(input, &mut alone);
+                for (dst, src) in want.chunks_exact_mut(width).zip(alone.chunks_exact(w)) {
+                    dst[col..col + w].copy_from_slice(src);
+                }
+                col += w;
+            }
+            let stacked: Vec<(&QuantLinear, &QuantizedInput)> = parts.iter().zip(&inputs).collect();
+            let mut got = vec![f32::NAN; rows * width];
+            QuantLinear::forward_stacked(&stacked, &mut got);
+            let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got), bits(&want), "{rows} rows, {width} columns");
+        }
     }
 
     /// A layer refuses an input quantized for another block length (a panic, not wrong

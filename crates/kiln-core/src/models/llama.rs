@@ -110,25 +110,26 @@ impl Dense {
             Dense::F32(l) => l.forward(x, rows, out),
             Dense::Quant(parts) if parts.len() == 1 => parts[0].forward(x, rows, out),
             Dense::Quant(parts) => {
-                // Each part fills its own columns of the stacked output.
-                let n: usize = parts.iter().map(QuantLinear::out_features).sum();
-                let mut col = 0;
-                let mut part_out = Vec::new();
-                // Parts of one block length share the quantized input (same bits either way).
-                let mut input: Option<QuantizedInput> = None;
+                // Parts of one block length share the quantized input (same bits either way);
+                // each part fills its own columns of the stacked output, all in one pass.
+                let mut inputs: Vec<QuantizedInput> = Vec::new();
+                let mut which = Vec::with_capacity(parts.len());
                 for p in parts {
-                    let w = p.out_features();
-                    part_out.resize(rows * w, 0.0);
-                    let input = match input {
-                        Some(ref i) if i.suits(p) => i,
-                        _ => input.insert(p.quantize_input(x, rows)),
+                    let i = match inputs.iter().position(|i| i.suits(p)) {
+                        Some(i) => i,
+                        None => {
+                            inputs.push(p.quantize_input(x, rows));
+                            inputs.len() - 1
+                        }
                     };
-                    p.forward_quantized(input, &mut part_out);
-                    for (dst, src) in out.chunks_exact_mut(n).zip(part_out.chunks_exact(w)) {
-                        dst[col..col + w].copy_from_slice(src);
-                    }
-                    col += w;
+                    which.push(i);
                 }
+                let stacked: Vec<(&QuantLinear, &QuantizedInput)> = parts
+                    .iter()
+                    .zip(which)
+                    .map(|(p, i)| (p, &inputs[i]))
+                    .collect();
+                QuantLinear::forward_stacked(&stacked, out);
             }
         }
     }
