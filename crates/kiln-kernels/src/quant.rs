@@ -616,9 +616,11 @@ struct Filler<'a> {
     /// Columns per task.
     chunk: usize,
     /// Fills a range of columns of every row.
-    #[allow(clippy::type_complexity)]
-    fill: Box<dyn Fn(usize, usize, &mut [&mut [f32]]) + Sync + 'a>,
+    fill: Box<FillColumns<'a>>,
 }
+
+/// `fill(start, end, parts)` of a [`Filler`].
+type FillColumns<'a> = dyn Fn(usize, usize, &mut [&mut [f32]]) + Sync + 'a;
 
 /// Input values (all rows) from which [`QuantLinear::quantize_input`] quantizes the rows on
 /// the kernel threads: 8 rows of 576 (SmolLM2's batched step) take about 5 µs on one thread.
