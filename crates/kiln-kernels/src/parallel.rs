@@ -48,7 +48,7 @@ const PARALLEL_VALUE_THRESHOLD: usize = 4096;
 /// depend on that.
 ///
 /// # Panics
-/// If `out` and `input` do not hold the same number of whole rows.
+/// If a width is zero, or `out` and `input` do not hold the same number of whole rows.
 pub fn map_rows(
     out: &mut [f32],
     out_width: usize,
@@ -112,8 +112,8 @@ pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) 
 }
 
 /// Calls `f(i)` for every `i < n`: spread over the kernel threads on native targets, in order
-/// on wasm (where no caller needs it: only the AVX-512 dense kernel does).
-#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+/// on wasm. Only the x86-64 AVX-512 dense kernel calls it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn for_each_index(n: usize, f: impl Fn(usize) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
     crate::team::run(n, &f);

@@ -246,6 +246,10 @@ crate::cpu::multiversion! {
     /// CPU's vector width (a call per block cost more than its arithmetic): the maximum
     /// magnitude (8 lanes, then the lanes: a maximum is exact in any order), the rounded
     /// values and their sum, the f16 scale and `d · Σq`.
+    ///
+    /// # Panics
+    /// If `x` is not whole blocks, `q` not as long as `x`, or `d`, `s` or `sum` not one value
+    /// per block.
     pub fn quantize_blocks(
         x: &[f32],
         q: &mut [i8],
@@ -253,6 +257,15 @@ crate::cpu::multiversion! {
         s: &mut [f32],
         sum: &mut [i32],
     ) {
+        let blocks = x.len() / BLOCK;
+        assert!(
+            x.len() == blocks * BLOCK
+                && q.len() == x.len()
+                && d.len() == blocks
+                && s.len() == blocks
+                && sum.len() == blocks,
+            "block counts"
+        );
         let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK));
         for ((((b, q), d), s), sum) in blocks.zip(d).zip(s).zip(sum) {
             let mut lanes = [0.0f32; 8];
@@ -504,6 +517,9 @@ impl QuantLinear {
             .collect();
         let width: usize = fillers.iter().map(|f| f.n).sum();
         assert_eq!(out.len(), rows * width, "output length");
+        if width == 0 {
+            return;
+        }
         let work: usize = parts
             .iter()
             .map(|(l, _)| 2 * rows * l.in_features * l.out_features)

@@ -42,7 +42,8 @@ impl Job<'_> {
 struct Team {
     /// Twice the jobs started so far, plus one while the latest is open to helpers.
     state: AtomicUsize,
-    /// The open job (valid while `state` is odd and for every helper counted in `inside`).
+    /// The open job: valid while `state` is odd, for a helper that counted itself in `inside`
+    /// and then still saw that state.
     job: AtomicPtr<Job<'static>>,
     /// Helpers that may be reading the job: counted before they check that it is open.
     inside: AtomicUsize,
@@ -88,7 +89,8 @@ fn team() -> &'static Team {
 }
 
 /// Runs `f(0..tasks)`, spread over the caller and the team's helpers, and returns when every
-/// call has returned. A panic in any call is raised here once all have finished.
+/// call has returned. A panic in a call on this thread continues here once the helpers are
+/// out of the job; one on a helper is raised here as a panic of its own.
 pub(crate) fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     let team = team();
     if tasks <= 1
@@ -114,7 +116,13 @@ pub(crate) fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
         fn close(&self) -> bool {
             let team = self.0;
             team.state.store(self.1 + 1, SeqCst);
+            let mut rounds = 0u32;
             while team.inside.load(SeqCst) != 0 {
+                // A helper preempted inside the job holds this up: let it run.
+                rounds = rounds.wrapping_add(1);
+                if rounds.is_multiple_of(1024) {
+                    std::thread::yield_now();
+                }
                 std::hint::spin_loop();
             }
             team.job.store(std::ptr::null_mut(), SeqCst);
@@ -161,7 +169,10 @@ fn helper(team: &'static Team) {
             // caller, having closed the job, sees `inside` at zero; this helper is counted
             // there and checked after counting itself that the job was still open.
             let job = unsafe { &*job };
-            if catch_unwind(AssertUnwindSafe(|| job.work())).is_err() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| job.work())) {
+                // Not dropped: a payload whose drop panics would end this thread while it is
+                // still counted in `inside`, and the caller would wait for it forever.
+                std::mem::forget(payload);
                 team.panicked.store(true, SeqCst);
             }
         }

@@ -922,22 +922,30 @@ fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
 }
 
 /// `out = GELU(g) · u`, GELU (tanh form) as ggml computes it on the CPU: the input rounded to
-/// `f16` (the whole row at once, vectorized), looked up in a table of `f16` results; exactly 0
+/// `f16` (256 values at a time, vectorized), looked up in a table of `f16` results; exactly 0
 /// below -10 and the identity above 10.
 fn gelu_like_ggml_times(g: &[f32], u: &[f32], out: &mut [f32]) {
     static TABLE: std::sync::OnceLock<Vec<f32>> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| (0..=u16::MAX).map(|h| gelu_f16(half_to_f32(h))).collect());
-    let mut halves = vec![0u16; g.len()];
-    f32_to_half_slice(g, &mut halves);
-    for (((o, &x), &u), &h) in out.iter_mut().zip(g).zip(u).zip(&halves) {
-        let gelu = if x <= -10.0 {
-            0.0
-        } else if x >= 10.0 {
-            x
-        } else {
-            table[h as usize]
-        };
-        *o = gelu * u;
+    const PIECE: usize = 256;
+    let mut buffer = [0u16; PIECE];
+    for ((g, u), out) in g
+        .chunks(PIECE)
+        .zip(u.chunks(PIECE))
+        .zip(out.chunks_mut(PIECE))
+    {
+        let halves = &mut buffer[..g.len()];
+        f32_to_half_slice(g, halves);
+        for (((o, &x), &u), &h) in out.iter_mut().zip(g).zip(u).zip(halves.iter()) {
+            let gelu = if x <= -10.0 {
+                0.0
+            } else if x >= 10.0 {
+                x
+            } else {
+                table[h as usize]
+            };
+            *o = gelu * u;
+        }
     }
 }
 
