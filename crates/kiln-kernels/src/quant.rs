@@ -242,7 +242,7 @@ fn quantize_row(x: &[f32]) -> QuantRow {
 }
 
 crate::cpu::multiversion! {
-    /// [`quantize_row`]'s work for every 32-value block of `x`, in one call compiled for the
+    /// The work of `quantize_row` for every 32-value block of `x`, in one call compiled for the
     /// CPU's vector width (a call per block cost more than its arithmetic): the maximum
     /// magnitude (8 lanes, then the lanes: a maximum is exact in any order), the rounded
     /// values and their sum, the f16 scale and `d · Σq`.
