@@ -39,8 +39,9 @@ pub fn on_kernel_threads<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
-/// Values below which [`map_rows`] stays on the calling thread.
-const PARALLEL_VALUE_THRESHOLD: usize = 4096;
+/// Values (all rows) below which a row-by-row pass ([`map_rows`], a layer's input
+/// quantization) stays on the calling thread.
+pub(crate) const PARALLEL_VALUE_THRESHOLD: usize = 4096;
 
 /// Calls `f(out_row, in_row)` for every row: `out` is rows of `out_width` values and `input` as
 /// many rows of `in_width`. The rows are spread over the kernel threads when there are several

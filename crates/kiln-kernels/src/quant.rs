@@ -277,12 +277,7 @@ crate::cpu::multiversion! {
             let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
             let scale = amax / 127.0;
             let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-            let mut total = 0i32;
-            for (q, &v) in q.iter_mut().zip(b) {
-                let r = (v * id).round_ties_even() as i32;
-                total += r;
-                *q = r as i8;
-            }
+            let total = round_values(b, id, q);
             *d = round_to_f16(scale);
             *s = round_to_f16(scale * total as f32);
             *sum = total;
@@ -300,14 +295,21 @@ pub(crate) fn quantize_row_for_tests(x: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<i32>
 crate::cpu::multiversion! {
     /// `q[i] = round_half_even(x[i] · scale)` (values already within ±127), returning `Σ q`.
     pub fn scale_round(x: &[f32], scale: f32, q: &mut [i8]) -> i32 {
-        let mut sum = 0i32;
-        for (q, &v) in q.iter_mut().zip(x) {
-            let r = (v * scale).round_ties_even() as i32;
-            sum += r;
-            *q = r as i8;
-        }
-        sum
+        round_values(x, scale, q)
     }
+}
+
+/// The body of [`scale_round`], inlined into each caller's compiled form (so
+/// [`quantize_blocks`] rounds a block without a dispatched call).
+#[inline(always)]
+fn round_values(x: &[f32], scale: f32, q: &mut [i8]) -> i32 {
+    let mut sum = 0i32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        let r = (v * scale).round_ties_even() as i32;
+        sum += r;
+        *q = r as i8;
+    }
+    sum
 }
 
 impl QuantLinear {
@@ -457,25 +459,26 @@ impl QuantLinear {
     pub fn quantize_input(&self, x: &[f32], rows: usize) -> QuantizedInput {
         assert_eq!(x.len(), rows * self.in_features, "input length");
         let format = self.format;
-        let rows = if rows > 1 && x.len() >= PARALLEL_QUANTIZE_VALUES && threads() > 1 {
-            // A batch's rows side by side on the kernel threads: each row alone is too short
-            // to split, and quantizing them one after another left the other core idle.
-            let mut slots: Vec<(&[f32], Option<Activations>)> = x
-                .chunks_exact(self.in_features)
-                .map(|row| (row, None))
-                .collect();
-            crate::parallel::for_each_mut(&mut slots, |(row, act)| {
-                *act = Some(Activations::new(format, row))
-            });
-            slots
-                .into_iter()
-                .map(|(_, act)| act.expect("every row was quantized"))
-                .collect()
-        } else {
-            x.chunks_exact(self.in_features)
-                .map(|row| Activations::new(format, row))
-                .collect()
-        };
+        let rows =
+            if rows > 1 && x.len() >= crate::parallel::PARALLEL_VALUE_THRESHOLD && threads() > 1 {
+                // A batch's rows side by side on the kernel threads: each row alone is too short
+                // to split, and quantizing them one after another left the other core idle.
+                let mut slots: Vec<(&[f32], Option<Activations>)> = x
+                    .chunks_exact(self.in_features)
+                    .map(|row| (row, None))
+                    .collect();
+                crate::parallel::for_each_mut(&mut slots, |(row, act)| {
+                    *act = Some(Activations::new(format, row))
+                });
+                slots
+                    .into_iter()
+                    .map(|(_, act)| act.expect("every row was quantized"))
+                    .collect()
+            } else {
+                x.chunks_exact(self.in_features)
+                    .map(|row| Activations::new(format, row))
+                    .collect()
+            };
         QuantizedInput {
             block_len: format.block_len(),
             in_features: self.in_features,
@@ -637,10 +640,6 @@ struct Filler<'a> {
 
 /// `fill(start, end, parts)` of a [`Filler`].
 type FillColumns<'a> = dyn Fn(usize, usize, &mut [&mut [f32]]) + Sync + 'a;
-
-/// Input values (all rows) from which [`QuantLinear::quantize_input`] quantizes the rows on
-/// the kernel threads: 8 rows of 576 (SmolLM2's batched step) take about 5 µs on one thread.
-const PARALLEL_QUANTIZE_VALUES: usize = 4096;
 
 /// Work (in multiply-adds × 2) below which a quantized layer stays on the calling thread.
 ///
