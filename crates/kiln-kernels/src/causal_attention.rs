@@ -142,7 +142,7 @@ pub struct CausalJob<'a> {
 
 /// Work (as in [`causal_cached_many`]) above which a batch's sequences are split over threads.
 ///
-/// The kernel team takes a job in about a microsecond, so this is far below the general
+/// The kernel team's helper spins between jobs (no wake-up), so this is far below the general
 /// threshold: 8 SmolLM2 sequences 40 positions long (0.7 M) ran on the step's thread alone
 /// (perf at 8 streams, 2026-12-02: attention 4.6% of the samples there, 0.4% on the helper).
 const MANY_PARALLEL_WORK: usize = PARALLEL_FLOP_THRESHOLD / 16;

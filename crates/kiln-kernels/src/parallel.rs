@@ -1,7 +1,7 @@
 //! When work is worth splitting across threads, and the threads themselves.
 //!
 //! On native targets the kernels split their work over a team of kernel threads (the private
-//! `team` module) that takes a job in about a microsecond; rayon remains for the `gemm` crate.
+//! `team` module) whose helpers spin between jobs; rayon remains for the `gemm` crate.
 //! wasm32 has no threads here, so there [`threads`] is 1 and the same functions run their
 //! tasks in order on the calling thread.
 

@@ -645,8 +645,8 @@ type FillColumns<'a> = dyn Fn(usize, usize, &mut [&mut [f32]]) + Sync + 'a;
 ///
 /// Decoding one token runs a hundred small layers. While a fork-join woke a sleeping rayon
 /// thread (tens of microseconds on a virtual machine), only SmolLM2's largest single-row layers
-/// (above 16 M) paid for splitting. The kernel team (`team.rs`) takes a job in about a
-/// microsecond, and splitting every layer above 1 M pays: SmolLM2-135M one-stream decode
+/// (above 16 M) paid for splitting. The kernel team (`team.rs`) hands a job over without a
+/// wake-up, and splitting every layer above 1 M pays: SmolLM2-135M one-stream decode
 /// 147/121/136 → 168/147/195 tokens/s (`kiln generate --stats`, 128 tokens, three alternating
 /// runs, 2026-12-02); 256 K and 512 K measured the same as 1 M. `KILN_QUANT_PARALLEL_FLOPS`
 /// overrides it.

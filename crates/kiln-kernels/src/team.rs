@@ -1,11 +1,11 @@
-//! The kernel threads: a team that takes a fork-join job in about a microsecond.
+//! The kernel threads: a team whose helpers spin between fork-join jobs instead of sleeping.
 //!
 //! A batched decode step runs a hundred parallel layers of 50–300 µs each. rayon's idle workers
 //! yield and then sleep between them, and waking a sleeping thread on a virtual machine costs
 //! tens of microseconds: at 8 SmolLM2 streams 17% of the samples were `sched_yield`, futex
-//! waits and wake-ups (perf, 2026-12-02). Here the helpers spin on one atomic between jobs, so a job reaches them at
-//! once; after [`SPIN`] without work they park on a condition variable, so an idle server costs
-//! nothing.
+//! waits and wake-ups (perf, 2026-12-02). Here the helpers spin on one atomic between jobs,
+//! so a job reaches them without a wake-up; after [`SPIN`] without work they park on a
+//! condition variable, so an idle server costs nothing.
 //!
 //! One job runs at a time. A job started while another runs (a second engine's thread, or a
 //! kernel called from inside a task) runs on its caller alone, so nothing waits on the team.
