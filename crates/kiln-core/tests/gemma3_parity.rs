@@ -4,18 +4,19 @@
 //! `scripts/reference/make_llama_reference.py --preset gemma3` running llama-cpp-python 0.3.36.
 //!
 //! All of the file's quantized layers (Q5_0, Q4_K, Q6_K, Q8_0) are computed as llama.cpp
-//! computes them (8-bit activations, integer block sums). With the Q5_0 and Q8_0 matrices in
-//! the packed layout (AVX-512 VNNI CPUs), kiln's argmax equals llama.cpp's token at 280 of the
-//! 288 teacher-forced steps, all others near-ties, and its top logits come within 0.84 of
-//! llama.cpp's in eight of the nine prompts and within 1.80 in one (`single_user`); with
-//! ggml's row layout (`KILN_PACK=0`, or CPUs without VNNI), 278 steps and within 0.85 (measured
-//! 2026-12-02 with `cargo run --release -p kiln-core --example parity_report --
-//! crates/kiln-core/tests/data/gemma3_reference.json MODEL`). The packed kernel sums each block
-//! exactly in integers and scales it once, where llama.cpp (and the row layout) scale eight
-//! partial sums per block: the two layouts' outputs differ by about 1e-6
-//! (`tests/packed_layout.rs`), and such differences flip discrete roundings downstream (8-bit
-//! activation quantization, the f16 KV cache, the f16 GELU table), which Gemma amplifies on
-//! that one conversation, as it does llama.cpp's own differences from kiln.
+//! computes them (8-bit activations, integer block sums). With every matrix in the packed
+//! layout (AVX-512 VNNI CPUs), kiln's argmax equals llama.cpp's token at 279 of the 288
+//! teacher-forced steps, all others near-ties, and its top logits come within 0.91 of
+//! llama.cpp's in six of the nine prompts and within 1.42 in the other three (the long
+//! paragraph and the two conversations); with ggml's row layout (`KILN_PACK=0`, or CPUs
+//! without VNNI), 278 steps and within 0.86 (measured 2026-12-02 with `cargo run --release -p
+//! kiln-core --example parity_report -- crates/kiln-core/tests/data/gemma3_reference.json
+//! MODEL`). The packed kernels sum each block (or K super-block) exactly in integers and
+//! scale it once, where llama.cpp (and the row layout) scale several partial sums per block:
+//! the two layouts' outputs differ by about 1e-6 (`tests/packed_layout.rs`), and such
+//! differences flip discrete roundings downstream (8-bit activation quantization, the f16 KV
+//! cache, the f16 GELU table), which Gemma amplifies, as it does llama.cpp's own differences
+//! from kiln.
 //!
 //! The file carries no chat template; kiln uses Gemma's own, and the reference rendering is
 //! llama.cpp's built-in `gemma` template. Greedy decoding is compared teacher-forced at every

@@ -36,7 +36,10 @@ fn check(env_var: &str, default: &str) -> usize {
         let format = match a.ggml_type {
             GgmlType::Q4_1 => QuantFormat::Q4_1,
             GgmlType::Q5_0 => QuantFormat::Q5_0,
-            _ => QuantFormat::Q8_0,
+            GgmlType::Q8_0 => QuantFormat::Q8_0,
+            GgmlType::Q4K => QuantFormat::Q4K,
+            GgmlType::Q6K => QuantFormat::Q6K,
+            other => panic!("{other:?} has no packed layout"),
         };
         let (n, k) = (a.shape[0], a.shape[1]);
         let rows = QuantLinear::from_shared(format, stored.shared_bytes(), a.offset, n, k);
@@ -110,7 +113,18 @@ fn gemma3_packed_matrices_compute_as_the_file_rows() {
         "KILN_GEMMA3_GGUF",
         "models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
     );
-    // Q5_0: every layer's query, key, gate and up projections and nine value projections;
-    // Q8_0: the tied embedding and the other nine value projections. The rest are K formats.
-    assert_eq!(n, 18 * 4 + 9 + 10);
+    // Every layer's seven matrices (Q5_0, Q8_0, and Q4_K/Q6_K for the output and down
+    // projections, whose input widths are whole 256-value super-blocks) and the tied embedding.
+    assert_eq!(n, 18 * 7 + 1);
+}
+
+#[test]
+fn qwen2_packed_matrices_compute_as_the_file_rows() {
+    let n = check(
+        "KILN_QWEN2_GGUF",
+        "models/Qwen2.5-Coder-0.5B-Instruct/qwen2.5-coder-0.5b-instruct.gguf",
+    );
+    // 24 layers × 7 matrices (Q5_0, Q8_0, and Q4_K/Q6_K down projections), the embedding and
+    // the output matrix.
+    assert_eq!(n, 24 * 7 + 2);
 }

@@ -16,6 +16,7 @@ pub mod parallel;
 pub mod quant;
 pub mod quant_blocks;
 pub mod quant_packed;
+mod quant_packed_k;
 #[cfg(target_arch = "x86_64")]
 mod quant_vnni;
 #[cfg(not(target_arch = "wasm32"))]

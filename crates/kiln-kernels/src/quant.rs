@@ -598,11 +598,16 @@ impl QuantLinear {
             .iter()
             .map(|a| match a {
                 Activations::B32(x) => x.packed(),
-                Activations::K(_) => unreachable!("packed formats take 32-value blocks"),
+                Activations::K(x) => PackedRow {
+                    d: &x.d,
+                    s: &[],
+                    sum: &x.bsums,
+                    q: &x.q,
+                },
             })
             .collect();
         let data = self.data();
-        let group_bytes = k / BLOCK * self.format.block_bytes() * GROUP;
+        let group_bytes = k / self.format.block_len() * self.format.block_bytes() * GROUP;
         let format = self.format;
         Filler {
             n,

@@ -113,7 +113,7 @@ fn q5_0_values(blk: &[u8]) -> [i8; 32] {
 }
 
 /// The 256 signed values of a Q6_K block and its 16 sub-block scales.
-fn q6_k_values(blk: &[u8]) -> ([i8; K_BLOCK], [i8; 16]) {
+pub(crate) fn q6_k_values(blk: &[u8]) -> ([i8; K_BLOCK], [i8; 16]) {
     let (ql, qh, sc) = (&blk[..128], &blk[128..192], &blk[192..208]);
     let mut v = [0i8; K_BLOCK];
     for half in 0..2 {

@@ -1,4 +1,5 @@
-//! The packed layout of Q4_1, Q5_0 and Q8_0 matrices, and its dense-layer kernels.
+//! The packed layout of Q4_1, Q5_0, Q8_0, Q4_K and Q6_K matrices, and its dense-layer kernels
+//! (the K formats' half is in `quant_packed_k.rs`).
 //!
 //! ggml stores a weight matrix row by row: each output column's blocks in a run. A dot-product
 //! kernel on that layout turns every 32-value block of every (input row, output column) pair
@@ -24,16 +25,25 @@ use crate::quant::{half_to_f32, QuantFormat, BLOCK};
 /// Output columns interleaved in one packed group (one 32-bit lane each of a 512-bit register).
 pub const GROUP: usize = 16;
 
-/// Whether a `[out_features, in_features]` matrix of `format` has a packed layout: Q4_1, Q5_0
-/// or Q8_0, in whole groups of columns and whole blocks.
+/// Whether a `[out_features, in_features]` matrix of `format` has a packed layout: Q4_1, Q5_0,
+/// Q8_0, Q4_K or Q6_K, in whole groups of columns and whole blocks.
 pub fn packable(format: QuantFormat, out_features: usize, in_features: usize) -> bool {
     matches!(
         format,
-        QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q8_0
+        QuantFormat::Q4_1
+            | QuantFormat::Q5_0
+            | QuantFormat::Q8_0
+            | QuantFormat::Q4K
+            | QuantFormat::Q6K
     ) && out_features > 0
         && out_features.is_multiple_of(GROUP)
         && in_features > 0
-        && in_features.is_multiple_of(BLOCK)
+        && in_features.is_multiple_of(format.block_len())
+}
+
+/// Whether `format` is one of the 256-value K formats (packed by [`crate::quant_packed_k`]).
+fn is_k(format: QuantFormat) -> bool {
+    format.block_len() != BLOCK
 }
 
 /// Whether such a matrix should be packed on this CPU: [`packable`], and the AVX-512 VNNI
@@ -61,7 +71,8 @@ fn chunks_start(format: QuantFormat) -> usize {
     }
 }
 
-/// Rearranges the ggml bytes of a `[out, in]` matrix into the packed layout, in place.
+/// Rearranges the ggml bytes of a `[out, in]` matrix into the packed layout, in place (the K
+/// formats' layout is described in `quant_packed_k.rs`).
 ///
 /// Group `g`, block `b` starts at byte `(g · blocks + b) · 16 · block_bytes`: the 16 columns'
 /// f16 scales, (Q4_1) their 16 f16 minimums, (Q5_0) 8 little-endian 64-bit masks of the fifth
@@ -114,7 +125,21 @@ fn rearrange(
             for c in 0..GROUP {
                 // Column `c`'s block `b` in ggml's layout, and the group block in the packed one.
                 let (col, packed) = (c * row_bytes + b * bb, b * gbb);
-                if pack {
+                if pack && is_k(format) {
+                    crate::quant_packed_k::put_column(
+                        format,
+                        &copy[col..col + bb],
+                        c,
+                        &mut group[packed..packed + gbb],
+                    );
+                } else if is_k(format) {
+                    crate::quant_packed_k::take_column(
+                        format,
+                        &copy[packed..packed + gbb],
+                        c,
+                        &mut group[col..col + bb],
+                    );
+                } else if pack {
                     put_column(
                         format,
                         &copy[col..col + bb],
@@ -145,7 +170,7 @@ fn check_shape(
         packable(format, out_features, in_features),
         "a {format:?} [{out_features}, {in_features}] matrix has no packed layout"
     );
-    let blocks = in_features / BLOCK;
+    let blocks = in_features / format.block_len();
     assert_eq!(
         bytes.len(),
         out_features * blocks * format.block_bytes(),
@@ -224,11 +249,24 @@ pub fn dequantize_row(
     r: usize,
     out: &mut [f32],
 ) {
-    let blocks = in_features / BLOCK;
+    let blocks = in_features / format.block_len();
     let gbb = group_block_bytes(format);
     let group = &bytes[(r / GROUP) * blocks * gbb..][..blocks * gbb];
-    let mut blk = [0u8; 34];
+    let mut blk = [0u8; 210];
     let blk = &mut blk[..format.block_bytes()];
+    if is_k(format) {
+        for (src, o) in group
+            .chunks_exact(gbb)
+            .zip(out.chunks_exact_mut(format.block_len()))
+        {
+            crate::quant_packed_k::take_column(format, src, r % GROUP, blk);
+            match format {
+                QuantFormat::Q4K => crate::quant_blocks::dequantize_q4_k(blk, o),
+                _ => crate::quant_blocks::dequantize_q6_k(blk, o),
+            }
+        }
+        return;
+    }
     for (src, o) in group.chunks_exact(gbb).zip(out.chunks_exact_mut(BLOCK)) {
         take_column(format, src, r % GROUP, blk);
         let d = half_to_f32(u16::from_le_bytes([blk[0], blk[1]]));
@@ -251,7 +289,8 @@ pub fn dequantize_row(
 }
 
 /// One quantized input row: per-block f16-rounded scales `d`, (Q8_1) `s = d · Σq`, exact
-/// integer sums `Σq`, and the values.
+/// integer sums `Σq`, and the values. For the K formats, a Q8_K row: `d` per 256 values,
+/// `sum` per 16 values, `s` unused.
 #[derive(Clone, Copy)]
 pub(crate) struct PackedRow<'a> {
     pub d: &'a [f32],
@@ -267,6 +306,9 @@ pub(crate) fn group_dots(
     rows: &[PackedRow<'_>],
     out: &mut [[f32; GROUP]],
 ) {
+    if is_k(format) {
+        return crate::quant_packed_k::group_dots(format, group, rows, out);
+    }
     let gbb = group_block_bytes(format);
     let start = chunks_start(format);
     for (row, out) in rows.iter().zip(out.iter_mut()) {
@@ -329,6 +371,9 @@ pub(crate) fn group_tile(
     rows: &[PackedRow<'_>],
     out: &mut [[f32; GROUP]],
 ) {
+    if is_k(format) {
+        return crate::quant_packed_k::group_tile(format, group, rows, out);
+    }
     let blocks = group.len() / group_block_bytes(format);
     for r in rows {
         assert!(r.d.len() >= blocks && r.s.len() >= blocks && r.sum.len() >= blocks);
@@ -491,13 +536,17 @@ mod tests {
             s ^= s << 5;
             s
         };
-        let bytes = out * inp / BLOCK * format.block_bytes();
+        let bytes = out * inp / format.block_len() * format.block_bytes();
         let mut data: Vec<u8> = (0..bytes).map(|_| next() as u8).collect();
-        let scales = if format == QuantFormat::Q4_1 { 2 } else { 1 };
+        let scales: &[usize] = match format {
+            QuantFormat::Q4_1 | QuantFormat::Q4K => &[0, 2],
+            QuantFormat::Q6K => &[208],
+            _ => &[0],
+        };
         for blk in data.chunks_exact_mut(format.block_bytes()) {
-            for i in 0..scales {
+            for &at in scales {
                 let v = (next() % 2000) as f32 / 1e5 - 0.01;
-                blk[2 * i..2 * i + 2].copy_from_slice(&f32_to_half(v).to_le_bytes());
+                blk[at..at + 2].copy_from_slice(&f32_to_half(v).to_le_bytes());
             }
         }
         data
@@ -509,12 +558,18 @@ mod tests {
             .collect()
     }
 
-    const FORMATS: [QuantFormat; 3] = [QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q8_0];
+    const FORMATS: [QuantFormat; 5] = [
+        QuantFormat::Q4_1,
+        QuantFormat::Q5_0,
+        QuantFormat::Q8_0,
+        QuantFormat::Q4K,
+        QuantFormat::Q6K,
+    ];
 
     #[test]
     fn packing_round_trips_and_keeps_every_row() {
         for format in FORMATS {
-            let (n, k) = (48, 96);
+            let (n, k) = (48, if is_k(format) { 512 } else { 96 });
             let ggml = random_matrix(format, n, k, 3);
             let mut packed = ggml.clone();
             pack_in_place(format, n, k, &mut packed);
@@ -538,13 +593,20 @@ mod tests {
     #[test]
     fn tile_kernel_equals_the_plain_group_dots() {
         for format in FORMATS {
-            let k = 320;
+            let k = if is_k(format) { 512 } else { 320 };
             let mut w = random_matrix(format, GROUP, k, 5);
             pack_in_place(format, GROUP, k, &mut w);
             let x = input(TILE, k, 1);
+            // Q8_0/Q8_1 rows, or Q8_K rows (`d` per 256 values, `sum` per 16) for K formats.
             let acts: Vec<_> = x
                 .chunks_exact(k)
-                .map(crate::quant::quantize_row_for_tests)
+                .map(|x| match is_k(format) {
+                    true => {
+                        let r = crate::quant_blocks::quantize_row_q8_k(x);
+                        (r.d, Vec::new(), r.bsums, r.q)
+                    }
+                    false => crate::quant::quantize_row_for_tests(x),
+                })
                 .collect();
             let rows: Vec<PackedRow<'_>> = acts
                 .iter()

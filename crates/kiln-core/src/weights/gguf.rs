@@ -269,8 +269,9 @@ impl GgufFile {
     }
 
     /// Packs, in place, every matrix that this CPU multiplies faster in kiln-kernels' packed
-    /// layout (Q4_1, Q5_0 and Q8_0 on AVX-512 VNNI, see `kiln_kernels::quant_packed`), and returns
-    /// how many. Does nothing while the bytes are shared (after [`Self::shared_bytes`]).
+    /// layout (Q4_1, Q5_0, Q8_0, Q4_K and Q6_K on AVX-512 VNNI, see `kiln_kernels::quant_packed`),
+    /// and returns how many. Does nothing while the bytes are shared (after
+    /// [`Self::shared_bytes`]).
     pub fn pack_for_kernels(&mut self) -> usize {
         self.pack_matrices(quant_packed::packs)
     }
@@ -348,6 +349,8 @@ fn packed_format(t: GgmlType) -> Option<QuantFormat> {
         GgmlType::Q4_1 => Some(QuantFormat::Q4_1),
         GgmlType::Q5_0 => Some(QuantFormat::Q5_0),
         GgmlType::Q8_0 => Some(QuantFormat::Q8_0),
+        GgmlType::Q4K => Some(QuantFormat::Q4K),
+        GgmlType::Q6K => Some(QuantFormat::Q6K),
         _ => None,
     }
 }
