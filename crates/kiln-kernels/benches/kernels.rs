@@ -4,6 +4,7 @@
 
 use kiln_kernels::activation::gelu_erf;
 use kiln_kernels::attention::{packed_bidirectional, AttentionShape};
+use kiln_kernels::causal_attention::{causal_cached, CacheView, CausalShape};
 use kiln_kernels::linear::Linear;
 use kiln_kernels::norm::add_layer_norm;
 use std::hint::black_box;
@@ -32,6 +33,41 @@ fn data(n: usize) -> Vec<f32> {
 
 fn main() {
     println!("{:<40} {:>12} {:>10}", "kernel", "median us", "GFLOP/s");
+    // One decode row of SmolLM2-135M's attention (9 query heads, 3 key/value heads of 64) over
+    // an f16 cache of `n` positions: the step of a batched decode, per sequence and layer.
+    for n in [40usize, 160, 640] {
+        let shape = CausalShape {
+            heads: 9,
+            kv_heads: 3,
+            head_dim: 64,
+            window: None,
+            scale: 0.125,
+            f16_probs: true,
+        };
+        let half = |v: Vec<f32>| -> Vec<u16> {
+            v.iter()
+                .map(|&x| kiln_kernels::quant::f32_to_half(x))
+                .collect()
+        };
+        let (keys, values) = (half(data(n * 192)), half(data(n * 192 + 7)[7..].to_vec()));
+        let q = data(576);
+        let mut out = vec![0.0; 576];
+        let cache = CacheView::F16 {
+            keys: &keys,
+            values: &values,
+        };
+        let us = median_us(
+            || causal_cached(&shape, black_box(&q), 576, cache, n - 1, &mut out),
+            2000,
+        );
+        let gflops = 4.0 * (9 * 64 * n) as f64 / us / 1e3;
+        println!(
+            "{:<40} {:>12.2} {:>10.1}",
+            format!("decode attention 9/3x64 over {n}"),
+            us,
+            gflops
+        );
+    }
     for rows in [12usize, 128, 384] {
         for (k, n) in [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)] {
             let lin = Linear::from_torch(&data(n * k), Some(data(n)), n, k);

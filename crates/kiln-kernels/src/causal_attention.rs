@@ -6,7 +6,7 @@
 //! to read at every step, for the same results.
 
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
-use crate::quant::{half_to_f32, round_to_f16};
+use crate::quant::half_to_f32;
 
 /// One sequence's cached keys and values, `kv_heads * head_dim` values per position.
 #[derive(Debug, Clone, Copy)]
@@ -326,11 +326,10 @@ fn softmax(row: &mut [f32], f16_probs: bool) {
     }
     let inv = (1.0 / total) as f32;
     for s in row.iter_mut() {
-        *s = if f16_probs {
-            round_to_f16(*s * inv)
-        } else {
-            *s * inv
-        };
+        *s *= inv;
+    }
+    if f16_probs {
+        crate::quant::round_to_f16_slice(row);
     }
 }
 
@@ -420,11 +419,23 @@ mod avx512 {
         // `out[..count]`.
         unsafe {
             let mut r = [_mm512_setzero_ps(); 16];
-            for c in (0..d).step_by(16) {
-                let qc = _mm512_loadu_ps(q.as_ptr().add(c));
-                for (p, r) in r.iter_mut().enumerate().take(count) {
-                    let k = load16(keys.as_ptr().add(p * stride + c));
-                    *r = _mm512_add_ps(*r, _mm512_mul_ps(qc, k));
+            if count == 16 {
+                // A fixed trip count keeps the 16 sums in registers (a loop of `count` kept
+                // them in memory: a load and a store around every add, seen in perf).
+                for c in (0..d).step_by(16) {
+                    let qc = _mm512_loadu_ps(q.as_ptr().add(c));
+                    for (p, r) in r.iter_mut().enumerate() {
+                        let k = load16(keys.as_ptr().add(p * stride + c));
+                        *r = _mm512_add_ps(*r, _mm512_mul_ps(qc, k));
+                    }
+                }
+            } else {
+                for c in (0..d).step_by(16) {
+                    let qc = _mm512_loadu_ps(q.as_ptr().add(c));
+                    for (p, r) in r.iter_mut().enumerate().take(count) {
+                        let k = load16(keys.as_ptr().add(p * stride + c));
+                        *r = _mm512_add_ps(*r, _mm512_mul_ps(qc, k));
+                    }
                 }
             }
             let t = transpose16(r);
@@ -562,6 +573,7 @@ const PV_CHUNK: usize = 64;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quant::round_to_f16;
 
     /// Plain attention in f64 for one row and head.
     fn reference(

@@ -108,6 +108,43 @@ pub fn f32_to_half_slice(x: &[f32], out: &mut [u16]) {
     }
 }
 
+/// [`round_to_f16`] of every value of `x`, in place: 16 at a time by AVX-512's `vcvtps2ph`
+/// and `vcvtph2ps` where [`crate::cpu::simd_level`] allows it (the same bits for every value
+/// but NaN, whose payload the instructions keep), else one at a time.
+pub fn round_to_f16_slice(x: &mut [f32]) {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
+        done = x.len() / 16 * 16;
+        // SAFETY: simd_level() reported AVX-512F; the first `done` values, a multiple of 16,
+        // exist.
+        unsafe { round_halves_avx512(&mut x[..done]) };
+    }
+    for v in &mut x[done..] {
+        *v = round_to_f16(*v);
+    }
+}
+
+/// `vcvtps2ph` (round to nearest even) and back, 16 values at a time.
+///
+/// # Safety
+/// The CPU must have AVX-512F; `x` holds a multiple of 16 values.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn round_halves_avx512(x: &mut [f32]) {
+    use std::arch::x86_64::*;
+    assert!(x.len().is_multiple_of(16));
+    for x in x.chunks_exact_mut(16) {
+        // SAFETY: each chunk is 16 values: the load and the store touch its 64 bytes.
+        unsafe {
+            let v = _mm512_loadu_ps(x.as_ptr());
+            let h = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v);
+            _mm512_storeu_ps(x.as_mut_ptr(), _mm512_cvtph_ps(h));
+        }
+    }
+}
+
 /// `vcvtps2ph` (round to nearest even) of 16 values at a time.
 ///
 /// # Safety
@@ -1025,8 +1062,9 @@ crate::cpu::multiversion! {
 mod tests {
     use super::*;
 
-    /// The slice conversion (AVX-512 where present) against `f32_to_half`, on random bit
-    /// patterns and the edges: every value but NaN gives the same bits, NaN stays NaN.
+    /// The slice conversion and the in-place rounding (AVX-512 where present) against
+    /// `f32_to_half` and `round_to_f16`, on random bit patterns, the edges and probabilities:
+    /// every value but NaN gives the same bits, NaN stays NaN.
     #[test]
     fn slice_to_half_equals_one_at_a_time() {
         let mut s = 0x1234_5679u32;
@@ -1057,6 +1095,18 @@ mod tests {
                 assert!(half_to_f32(h).is_nan(), "{v:e}: {h:#x}");
             } else {
                 assert_eq!(h, want, "{v:e} ({:#x})", v.to_bits());
+            }
+        }
+        // Rounding in place, on the same values and on probabilities (0 to 1, ties included).
+        x.extend((0..=70_000).map(|i| i as f32 / 70_000.0));
+        x.extend((0..2048).map(|i| half_to_f32(i as u16) + half_to_f32(1) / 2.0));
+        let mut rounded = x.clone();
+        round_to_f16_slice(&mut rounded);
+        for (&v, &r) in x.iter().zip(&rounded) {
+            if v.is_nan() {
+                assert!(r.is_nan(), "{v:e}: {r:e}");
+            } else {
+                assert_eq!(r.to_bits(), round_to_f16(v).to_bits(), "{v:e}");
             }
         }
     }

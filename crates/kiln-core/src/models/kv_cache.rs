@@ -3,7 +3,7 @@
 //! kernels read `f16` at full speed, which halves the memory every decode step reads.
 
 use kiln_kernels::causal_attention::CacheView;
-use kiln_kernels::quant::f32_to_half;
+use kiln_kernels::quant::f32_to_half_slice;
 
 /// Keys and values of past positions of one sequence, per layer.
 #[derive(Debug, Clone)]
@@ -151,8 +151,12 @@ impl KvCache {
                 r.values.extend_from_slice(values);
             }
             Layer::F16(r) => {
-                r.keys.extend(keys.iter().map(|&x| f32_to_half(x)));
-                r.values.extend(values.iter().map(|&x| f32_to_half(x)));
+                // 16 values per instruction where the CPU converts them (`vcvtps2ph`).
+                for (held, new) in [(&mut r.keys, keys), (&mut r.values, values)] {
+                    let at = held.len();
+                    held.resize(at + new.len(), 0);
+                    f32_to_half_slice(new, &mut held[at..]);
+                }
             }
         }
     }

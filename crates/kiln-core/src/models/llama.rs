@@ -20,7 +20,8 @@ use crate::weights::TensorMap;
 use kiln_kernels::causal_attention::{causal_cached_many, f16_cache_pays, CausalJob, CausalShape};
 use kiln_kernels::linear::Linear;
 use kiln_kernels::quant::{
-    f32_to_half_slice, half_to_f32, round_to_f16, QuantFormat, QuantLinear, QuantizedInput,
+    f32_to_half_slice, half_to_f32, round_to_f16, round_to_f16_slice, QuantFormat, QuantLinear,
+    QuantizedInput,
 };
 use std::path::Path;
 
@@ -751,9 +752,7 @@ impl LlamaModel {
                 }
                 // llama.cpp keeps the KV cache (and the query it meets) in f16.
                 if c.f16_kv {
-                    for v in row.iter_mut() {
-                        *v = round_to_f16(*v);
-                    }
+                    round_to_f16_slice(row);
                 }
             }
             // Each sequence's new keys and values join its cache, then every sequence attends
