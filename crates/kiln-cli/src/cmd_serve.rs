@@ -87,6 +87,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         registry.add(engine).map_err(anyhow::Error::msg)?;
         registry.attach_files(&resolved.name, ModelFiles::embedding_dir(&resolved.dir));
     }
+    // What loading freed (its scratch buffers) goes back to the OS before serving.
+    kiln_kernels::memory::release_free_memory();
     let limits = Limits {
         max_body_bytes: args.max_body_bytes,
         max_inputs: args.max_inputs,
