@@ -23,6 +23,7 @@ mod serve_auth;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    kiln_kernels::memory::configure_mimalloc();
     let cli = args::Cli::parse();
     progress::init_logging(cli.log_format);
     let result = match cli.command {
