@@ -28,8 +28,8 @@ const PURGE_DELAY_MS: std::ffi::c_long = 100;
 #[cfg(all(feature = "mimalloc", not(target_arch = "wasm32")))]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Sets mimalloc's options for a server (a purge delay of 100 ms) unless the environment sets them
-/// (`MIMALLOC_PURGE_DELAY`). Call first thing in `main`.
+/// Sets mimalloc's options for a server (a purge delay of 100 ms) unless the environment sets
+/// them (`MIMALLOC_PURGE_DELAY`). Call first thing in `main`.
 #[cfg(all(feature = "mimalloc", not(target_arch = "wasm32")))]
 pub fn configure_mimalloc() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
