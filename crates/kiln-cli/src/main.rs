@@ -11,16 +11,17 @@ mod cmd_keys;
 mod cmd_serve;
 mod model_source;
 
-/// mimalloc serves the many short-lived buffers of a decode step (each layer's quantized
-/// inputs, attention scratch, the logits) faster than glibc's allocator, whose large blocks
-/// went back to the OS and faulted in again at every step: 20-25% more tokens/s (see
-/// `kiln_kernels::memory`).
-#[global_allocator]
-static ALLOCATOR: kiln_kernels::memory::MiMalloc = kiln_kernels::memory::MiMalloc;
 mod progress;
 mod serve_auth;
 
 use clap::Parser;
+
+/// mimalloc serves the many short-lived buffers of a decode step (each layer's quantized
+/// inputs, attention scratch, the logits) faster than glibc's allocator, whose large blocks
+/// went back to the OS and faulted in again at every step (alternating runs in commit
+/// 376da1f's message: 1.06-1.4x tokens/s; see `kiln_kernels::memory`).
+#[global_allocator]
+static ALLOCATOR: kiln_kernels::memory::MiMalloc = kiln_kernels::memory::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     kiln_kernels::memory::configure_mimalloc();

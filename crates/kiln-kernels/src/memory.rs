@@ -17,9 +17,10 @@ pub use mimalloc::MiMalloc;
 /// Milliseconds mimalloc waits before handing a wholly free page back to the OS.
 ///
 /// Its default (1 s) kept the pages of threads that went idle after a burst (the HTTP
-/// threads) resident: `bench/load/run.sh` ended 22 MiB above its baseline, growing 8 MiB a
-/// round. Purging at once (0) returned to within 3 MiB but cost Gemma 3 about 10% at 8
-/// streams (each step's buffers faulted in again); PURGE_DELAY_MS outlives a decode step.
+/// threads) resident: `bench/load/run.sh` ended idle 22 MiB above its baseline and 8 MiB above
+/// its idle memory after the first round. Purging at once (0) returned to within 3 MiB but
+/// cost Gemma 3 about 10% at 8 streams (each step's buffers faulted in again); 100 ms outlives
+/// a decode step and returned to within 3 MiB too (`bench/results/load-2026-12-02-purge*.md`).
 #[cfg(all(feature = "mimalloc", not(target_arch = "wasm32")))]
 const PURGE_DELAY_MS: std::ffi::c_long = 100;
 
