@@ -255,6 +255,9 @@ struct Scheduler<'a> {
     prefix: PrefixCache,
     /// When to hand freed memory back to the OS once idle.
     idle: IdleRelease,
+    /// The last step's logits, kept for the next step while sequences run (a batch's logits
+    /// are megabytes: allocating them afresh cost page faults at every step).
+    logits: Vec<f32>,
 }
 
 impl<'a> Scheduler<'a> {
@@ -267,6 +270,7 @@ impl<'a> Scheduler<'a> {
             gauges,
             prefix: PrefixCache::new(config.prefix_cache_tokens, config.prefix_cache_ttl),
             idle: IdleRelease::new(config.release_memory_after),
+            logits: Vec::new(),
         }
     }
 
@@ -353,6 +357,10 @@ impl<'a> Scheduler<'a> {
                 kiln_kernels::parallel::on_kernel_threads(|| self.step());
                 self.idle.worked(Instant::now());
             }
+            if self.running.is_empty() {
+                // Idle: the buffer goes, so that the idle release can hand its memory back.
+                self.logits = Vec::new();
+            }
             self.publish();
         }
     }
@@ -419,10 +427,13 @@ impl<'a> Scheduler<'a> {
                 cache: &mut s.cache,
             })
             .collect();
-        let result = self.model.model.forward_batch(&mut steps);
+        let result = self
+            .model
+            .model
+            .forward_batch_into(&mut steps, &mut self.logits);
         drop(steps);
         let logits = match result {
-            Ok(l) => l,
+            Ok(()) => std::mem::take(&mut self.logits),
             Err(e) => {
                 for s in self.running.drain(..) {
                     let _ = s.job.events.send(GenerationEvent::Error(e.to_string()));
@@ -450,6 +461,7 @@ impl<'a> Scheduler<'a> {
                 finished.push((i, reason));
             }
         }
+        self.logits = logits;
         // Finished sequences leave the running set (and its published count) before their
         // clients hear `Done`, so a client that reads metrics right after sees them gone.
         let mut done = Vec::with_capacity(finished.len());

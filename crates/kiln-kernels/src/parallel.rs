@@ -77,6 +77,23 @@ pub fn map_rows(
     }
 }
 
+/// Calls `f(r, row)` for every row `r` of `data` (rows of `width` values), in place: spread
+/// over the kernel threads when there are several rows and enough values, as [`map_rows`].
+///
+/// # Panics
+/// If `width` is zero or `data` does not hold whole rows.
+pub fn for_each_row_mut(data: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    assert!(width > 0 && data.len().is_multiple_of(width), "whole rows");
+    let rows = data.len() / width;
+    if rows > 1 && data.len() >= PARALLEL_VALUE_THRESHOLD && threads() > 1 {
+        for_each_chunk_mut(data, width, f);
+    } else {
+        data.chunks_exact_mut(width)
+            .enumerate()
+            .for_each(|(r, row)| f(r, row));
+    }
+}
+
 /// Calls `f(i, chunk)` for every `size`-long chunk `i` of `data` (the last may be shorter):
 /// spread over the kernel threads on native targets, in order on wasm.
 pub(crate) fn for_each_chunk_mut<T: Send>(
@@ -145,6 +162,24 @@ mod tests {
                         "{rows}x{width}: row {r}, value {j}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn for_each_row_mut_visits_every_row_once_with_its_index() {
+        for (rows, width) in [(1, 8), (3, 5), (16, 1024), (9, 700)] {
+            let mut data = vec![1.0f32; rows * width];
+            for_each_row_mut(&mut data, width, |r, row| {
+                for v in row.iter_mut() {
+                    *v += r as f32;
+                }
+            });
+            for (r, row) in data.chunks_exact(width).enumerate() {
+                assert!(
+                    row.iter().all(|&v| v == 1.0 + r as f32),
+                    "{rows}x{width} row {r}"
+                );
             }
         }
     }

@@ -17,8 +17,11 @@ use crate::error::{Error, Result};
 use crate::weights::ggml::GgmlType;
 use crate::weights::gguf::{GgufFile, MetaValue};
 use crate::weights::TensorMap;
+use kiln_kernels::activation::silu_times;
 use kiln_kernels::causal_attention::{causal_cached_many, f16_cache_pays, CausalJob, CausalShape};
 use kiln_kernels::linear::Linear;
+use kiln_kernels::norm::{rms_norm, rms_norm_in_place};
+use kiln_kernels::parallel::for_each_row_mut;
 use kiln_kernels::quant::{
     f32_to_half_slice, half_to_f32, round_to_f16, round_to_f16_slice, QuantFormat, QuantLinear,
     QuantizedInput,
@@ -670,6 +673,19 @@ impl LlamaModel {
     /// one row of `vocab_size` per sequence, in one buffer (no copy per sequence: a vocabulary
     /// can be 262,144 wide).
     pub fn forward_batch(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        self.forward_batch_into(steps, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Self::forward_batch`] into `logits`, which is resized to one row per sequence: a
+    /// caller that keeps the buffer from step to step spares the allocation and its page
+    /// faults (a batch's logits are megabytes).
+    pub fn forward_batch_into(
+        &self,
+        steps: &mut [SequenceStep<'_>],
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         let c = &self.config;
         for s in steps.iter() {
             if s.tokens.is_empty() {
@@ -737,7 +753,8 @@ impl LlamaModel {
                 (Some(_), Some(local)) => local,
                 _ => &global_rope,
             };
-            for (r, row) in qkv.chunks_exact_mut(w).enumerate() {
+            // Row by row (on the kernel threads for a prompt chunk or a large batch).
+            for_each_row_mut(&mut qkv, w, |r, row| {
                 let (qk, _) = row.split_at_mut(q_w + kv_w);
                 if let Some(e) = &b.extra {
                     let (q, k) = qk.split_at_mut(q_w);
@@ -754,7 +771,7 @@ impl LlamaModel {
                 if c.f16_kv {
                     round_to_f16_slice(row);
                 }
-            }
+            });
             // Each sequence's new keys and values join its cache, then every sequence attends
             // over its own cache (the sequences side by side on the kernel threads).
             let mut row0 = 0;
@@ -793,7 +810,9 @@ impl LlamaModel {
             drop(jobs);
             b.attn_output.forward(&attn, rows, &mut proj);
             if let Some(e) = &b.extra {
-                rms_norm_in_place(&mut proj, &e.post_attn, c.rms_eps);
+                for_each_row_mut(&mut proj, h, |_, row| {
+                    rms_norm_in_place(row, &e.post_attn, c.rms_eps)
+                });
             }
             for (xv, p) in x.iter_mut().zip(&proj) {
                 *xv += p;
@@ -805,16 +824,14 @@ impl LlamaModel {
                 let (g, u) = gu.split_at(c.ffn);
                 match c.family {
                     Family::Gemma3 => gelu_like_ggml_times(g, u, a),
-                    _ => {
-                        for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                            *a = g / (1.0 + (-g).exp()) * u;
-                        }
-                    }
+                    _ => silu_times(g, u, a),
                 }
             });
             b.down.forward(&act, rows, &mut proj);
             if let Some(e) = &b.extra {
-                rms_norm_in_place(&mut proj, &e.post_ffn, c.rms_eps);
+                for_each_row_mut(&mut proj, h, |_, row| {
+                    rms_norm_in_place(row, &e.post_ffn, c.rms_eps)
+                });
             }
             for (xv, p) in x.iter_mut().zip(&proj) {
                 *xv += p;
@@ -830,9 +847,10 @@ impl LlamaModel {
         }
         let mut normed_last = vec![0.0f32; last_rows.len()];
         rms_norm(&last_rows, &self.output_norm, c.rms_eps, &mut normed_last);
-        let mut logits = vec![0.0f32; steps.len() * c.vocab_size];
-        self.output.forward(&normed_last, steps.len(), &mut logits);
-        Ok(logits)
+        // Every value is overwritten by the output layer.
+        logits.resize(steps.len() * c.vocab_size, 0.0);
+        self.output.forward(&normed_last, steps.len(), logits);
+        Ok(())
     }
 }
 
@@ -889,33 +907,6 @@ impl Rope {
                     pair[1] = x0 * sin[i] + x1 * cos[i];
                 }
             }
-        }
-    }
-}
-
-/// `1/√(mean(x²) + eps)` with the sum in `f64`, as ggml's `rms_norm` computes it.
-fn rms_scale(row: &[f32], eps: f32) -> f32 {
-    let sum: f64 = row.iter().map(|&v| (v * v) as f64).sum();
-    let mean = (sum / row.len() as f64) as f32;
-    1.0 / (mean + eps).sqrt()
-}
-
-fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let h = weight.len();
-    for (row, o) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        let inv = rms_scale(row, eps);
-        for ((o, v), w) in o.iter_mut().zip(row).zip(weight) {
-            *o = v * inv * w;
-        }
-    }
-}
-
-/// RMSNorm of each `weight.len()`-wide chunk of `x` (every head of a row, or every row).
-fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
-    for chunk in x.chunks_exact_mut(weight.len()) {
-        let inv = rms_scale(chunk, eps);
-        for (v, w) in chunk.iter_mut().zip(weight) {
-            *v = *v * inv * w;
         }
     }
 }
