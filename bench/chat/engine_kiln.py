@@ -77,7 +77,9 @@ def main():
         # Each rate counts the tokens actually generated (a model may end a text early, as
         # llama.cpp's runs may; the counts are recorded).
         decode = [stream(port, decode_prompt(i + 1), NEW_TOKENS) for i in range(RUNS)]
-        agg = {n: aggregate(port, n, 100 * n) for n in STREAMS}
+        # Medians of RUNS runs, each with its own prompts.
+        agg = {n: statistics.median(aggregate(port, n, 100 * n + 10_000 * k) for k in range(RUNS))
+               for n in STREAMS}
         rss_now, rss_peak = rss_mib(proc.pid)
     finally:
         proc.terminate()

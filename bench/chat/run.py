@@ -5,7 +5,7 @@ transformers, on SmolLM2-135M-Instruct (Q4_1) and Gemma 3 270M (Q4_K_M), the sam
 For each model and engine: load time, time to first token for a ~20-token and a ~500-token
 prompt (each run opens with different words, so no engine reuses a cached prefix; kiln's prefix
 cache is off), single-stream decode tokens/s (128 greedy tokens), aggregate tokens/s at 1, 4, 8
-and 16 concurrent streams (64 tokens each), and resident memory. Each engine runs in its own
+and 16 concurrent streams (64 tokens each; the median of three runs), and resident memory. Each engine runs in its own
 process (and virtual environment), one after another, on an otherwise idle machine.
 
 Set-up (once; see bench/README.md):
