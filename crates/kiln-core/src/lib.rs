@@ -16,6 +16,7 @@ pub mod sampling;
 pub mod spm_tokenizer;
 pub mod st_layout;
 pub mod testing;
+pub mod text_stream;
 pub mod tokenize;
 pub mod weights;
 

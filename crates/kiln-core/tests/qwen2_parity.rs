@@ -82,3 +82,8 @@ fn greedy_generation_is_identical_to_llama_cpp() {
     let r = common::reference("qwen2_reference.json");
     common::check_greedy_identical(model(), &r, &IDENTICAL_PROMPTS);
 }
+
+#[test]
+fn streamed_text_equals_the_whole_decode() {
+    common::check_text_stream(model());
+}

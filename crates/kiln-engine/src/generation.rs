@@ -13,6 +13,7 @@ use crate::queue::{BoundedQueue, Waited};
 use crate::EngineError;
 use kiln_core::models::llama::{KvCache, SequenceStep};
 use kiln_core::sampling::{Sampler, SamplingParams};
+use kiln_core::text_stream::TextStream;
 use kiln_core::ChatModel;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -228,6 +229,8 @@ struct Sequence {
     sampler: Sampler,
     prefilled: usize,
     generated: Vec<u32>,
+    /// The text of `generated`, decoded step by step.
+    text: TextStream,
     emitted_bytes: usize,
     reserved: usize,
 }
@@ -397,6 +400,7 @@ impl<'a> Scheduler<'a> {
             sampler,
             prefilled,
             generated: Vec::new(),
+            text: TextStream::new(),
             emitted_bytes: 0,
             reserved,
         });
@@ -503,7 +507,9 @@ fn advance(model: &ChatModel, s: &mut Sequence, token: u32) -> Option<FinishReas
         return Some(FinishReason::Stop);
     }
     s.generated.push(token);
-    let text = tok.decode(&s.generated, true).unwrap_or_default();
+    // Only the new tokens are decoded (a window of them); a decoding error adds no text.
+    let _ = s.text.push(tok, &s.generated);
+    let text = s.text.text();
     let stops = &s.job.request.stop;
     // A stop string ends generation and is not emitted.
     if let Some(at) = stops
@@ -516,17 +522,15 @@ fn advance(model: &ChatModel, s: &mut Sequence, token: u32) -> Option<FinishReas
         })
         .min()
     {
-        flush(model, s, Some((&text, at)));
+        flush(model, s, Some(at));
         return Some(FinishReason::Stop);
     }
-    // Hold back an incomplete character and any tail that could begin a stop string.
+    // Hold back any tail that could begin a stop string (the stream holds back incomplete
+    // characters itself).
     let mut safe = text.len();
-    if text.ends_with('\u{FFFD}') {
-        safe = text.trim_end_matches('\u{FFFD}').len();
-    }
     for st in stops {
         for k in (1..st.len()).rev() {
-            if st.is_char_boundary(k) && text[..safe].ends_with(&st[..k]) {
+            if st.is_char_boundary(k) && text.ends_with(&st[..k]) {
                 safe = safe.min(text.len() - k);
                 break;
             }
@@ -546,19 +550,14 @@ fn advance(model: &ChatModel, s: &mut Sequence, token: u32) -> Option<FinishReas
     None
 }
 
-/// Emits what was held back: up to `cut` of `text`, or everything decoded so far.
-fn flush(model: &ChatModel, s: &mut Sequence, cut: Option<(&str, usize)>) {
-    let owned;
-    let (text, end) = match cut {
-        Some((t, at)) => (t, at),
-        None => {
-            owned = model
-                .tokenizer
-                .decode(&s.generated, true)
-                .unwrap_or_default();
-            (owned.as_str(), owned.len())
-        }
-    };
+/// Emits what was held back: the text up to byte `cut`, or all of it (an incomplete last
+/// character included, as U+FFFD).
+fn flush(model: &ChatModel, s: &mut Sequence, cut: Option<usize>) {
+    if cut.is_none() {
+        let _ = s.text.finish(&model.tokenizer, &s.generated);
+    }
+    let text = s.text.text();
+    let end = cut.unwrap_or(text.len());
     if end > s.emitted_bytes && text.is_char_boundary(end) && text.is_char_boundary(s.emitted_bytes)
     {
         let _ = s.job.events.send(GenerationEvent::Text(

@@ -237,3 +237,50 @@ fn prefix_cache_entries_expire_after_their_time_to_live() {
         "the untimed cache was dropped"
     );
 }
+
+#[test]
+fn streamed_text_is_the_decode_of_the_generated_tokens() {
+    // A prompt whose greedy answer has multi-byte characters, spread over byte tokens.
+    let prompt = "Translate 'good morning' into Japanese, Chinese, Korean and Russian:";
+    let m = model();
+    let ids = {
+        let mut cache = m.model.new_cache(512);
+        let mut logits = m
+            .model
+            .forward(&m.encode_prompt(prompt).unwrap(), &mut cache)
+            .unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..64 {
+            let t = kiln_core::sampling::argmax(&logits);
+            if m.tokenizer.is_stop(t) {
+                break;
+            }
+            ids.push(t);
+            logits = m.model.forward(&[t], &mut cache).unwrap();
+        }
+        ids
+    };
+    let whole = m.tokenizer.decode(&ids, true).unwrap();
+    assert!(
+        whole.chars().filter(|c| !c.is_ascii()).count() > 5,
+        "the reference text has multi-byte characters: {whole:?}"
+    );
+    let engine = GenerationEngine::start("smol", model(), GenerationConfig::default());
+    let mut rx = engine.submit(request(&engine, prompt, 64, &[])).unwrap();
+    let mut pieces = Vec::new();
+    let (streamed, n) = loop {
+        match rx.blocking_recv().expect("the engine finished the request") {
+            GenerationEvent::Text(t) => pieces.push(t),
+            GenerationEvent::Done {
+                completion_tokens, ..
+            } => break (pieces.concat(), completion_tokens),
+            GenerationEvent::Error(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(n, ids.len());
+    assert_eq!(streamed, whole);
+    assert!(
+        pieces.iter().all(|p| !p.contains('\u{FFFD}')),
+        "no piece ends in half a character: {pieces:?}"
+    );
+}

@@ -14,6 +14,7 @@
 use kiln_core::chat_template::ChatMessage;
 use kiln_core::models::llama::KvCache;
 use kiln_core::sampling::{Sampler, SamplingParams};
+use kiln_core::text_stream::TextStream;
 use kiln_core::{ChatModel, EmbedderOptions, SentenceEmbedder};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -134,6 +135,8 @@ pub struct Reply {
     /// Tokens to run next: the prompt first, then each sampled token.
     pending: Vec<u32>,
     generated: Vec<u32>,
+    /// The text of `generated`, decoded step by step.
+    text: TextStream,
     prompt_tokens: usize,
     /// Bytes of the decoded reply already handed out.
     emitted: usize,
@@ -184,6 +187,7 @@ impl Reply {
             prompt_tokens: prompt.len(),
             pending: prompt,
             generated: Vec::new(),
+            text: TextStream::new(),
             emitted: 0,
             max_tokens: options.max_tokens,
             finish: None,
@@ -209,28 +213,19 @@ impl Reply {
         }
         self.generated.push(token);
         self.pending = vec![token];
-        let text = tok.decode(&self.generated, true)?;
-        // Hold back an incomplete character until the next token completes it.
-        let safe = text.trim_end_matches('\u{FFFD}').len();
-        let piece = if safe > self.emitted && text.is_char_boundary(self.emitted) {
-            let p = text[self.emitted..safe].to_string();
-            self.emitted = safe;
-            p
-        } else {
-            String::new()
-        };
+        // Only the new tokens are decoded; an incomplete character waits for the next token.
+        self.text.push(tok, &self.generated)?;
+        let piece = self.text.text()[self.emitted..].to_string();
+        self.emitted = self.text.text().len();
         Ok(Some(piece))
     }
 
     /// Ends the reply; any held-back text is returned as the last piece.
     fn finish_with(&mut self, reason: &'static str) -> Option<String> {
         self.finish = Some(reason);
-        let text = self
-            .model
-            .tokenizer
-            .decode(&self.generated, true)
-            .unwrap_or_default();
-        (text.len() > self.emitted && text.is_char_boundary(self.emitted)).then(|| {
+        let _ = self.text.finish(&self.model.tokenizer, &self.generated);
+        let text = self.text.text();
+        (text.len() > self.emitted).then(|| {
             let p = text[self.emitted..].to_string();
             self.emitted = text.len();
             p

@@ -223,3 +223,39 @@ pub fn check_greedy_teacher_forced(
     }
     (compared, total)
 }
+
+/// Streaming detokenization ([`kiln_core::text_stream::TextStream`]) gives the text of a whole
+/// decode with the model's own tokenizer: for a multilingual text streamed one token at a time
+/// (never showing a partial character), and for random token ids (byte tokens included).
+pub fn check_text_stream(m: &ChatModel) {
+    use kiln_core::text_stream::TextStream;
+    let t = &m.tokenizer;
+    let stream = |ids: &[u32]| {
+        let mut s = TextStream::new();
+        for n in 1..=ids.len() {
+            s.push(t, &ids[..n]).unwrap();
+            assert!(
+                !s.text().contains('\u{FFFD}')
+                    || t.decode(&ids[..n], true).unwrap().contains('\u{FFFD}')
+            );
+        }
+        s.finish(t, ids).unwrap();
+        s.text().to_string()
+    };
+    let text = "The kiln's fire: Ünïcödé café — 日本語のテキスト, 한국어, émojis 🎉🦀🔥 and\n  indented code { x += 1; }";
+    let ids = t.encode(text, false).unwrap();
+    assert_eq!(stream(&ids), t.decode(&ids, true).unwrap());
+    let vocab = t.vocab_size() as u32;
+    let mut x = 0x2545_f491u32;
+    for round in 0..100 {
+        let ids: Vec<u32> = (0..1 + round % 48)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x % vocab
+            })
+            .collect();
+        assert_eq!(stream(&ids), t.decode(&ids, true).unwrap(), "ids {ids:?}");
+    }
+}

@@ -1,0 +1,157 @@
+//! Incremental detokenization: the text that each newly generated token adds, without decoding
+//! the whole generation again at every step (which made a long generation quadratic).
+//!
+//! The method of text-generation-inference and vLLM: decode a short window of tokens twice,
+//! with and without the new ones, and keep the difference. The window starts one step back,
+//! so that whatever a decoder does at the start of a text (SentencePiece drops the first
+//! space) happens to both decodes alike. A window whose text ends in an incomplete character
+//! (U+FFFD, a multi-byte character split across byte tokens) adds nothing until the
+//! character is complete.
+
+use crate::error::Result;
+use crate::gguf_tokenizer::GgufTokenizer;
+
+/// The text of a growing list of generated token ids, extended one step at a time.
+#[derive(Debug, Default, Clone)]
+pub struct TextStream {
+    /// Where the decode window starts: the first token of the previous step's new text.
+    prefix: usize,
+    /// Tokens whose text is in `text`.
+    read: usize,
+    /// The text so far: complete characters only, until [`TextStream::finish`].
+    text: String,
+}
+
+impl TextStream {
+    /// A stream with no tokens yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The text decoded so far.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Appends the text that `ids` (all tokens generated so far: those of earlier calls, then
+    /// new ones) add to the earlier ones, control tokens left out. Text that ends in an
+    /// incomplete character waits for the tokens that complete it.
+    pub fn push(&mut self, tokenizer: &GgufTokenizer, ids: &[u32]) -> Result<()> {
+        if ids.len() <= self.read {
+            return Ok(());
+        }
+        let before = tokenizer.decode(&ids[self.prefix..self.read], true)?;
+        let after = tokenizer.decode(&ids[self.prefix..], true)?;
+        if after.ends_with('\u{FFFD}') || !after.starts_with(&before) {
+            return Ok(());
+        }
+        self.text.push_str(&after[before.len()..]);
+        self.prefix = self.read;
+        self.read = ids.len();
+        Ok(())
+    }
+
+    /// Appends whatever `ids` still hold back at the end of a generation: an incomplete
+    /// character becomes U+FFFD, as a decode of all the tokens gives it.
+    pub fn finish(&mut self, tokenizer: &GgufTokenizer, ids: &[u32]) -> Result<()> {
+        if ids.len() <= self.read {
+            return Ok(());
+        }
+        let before = tokenizer.decode(&ids[self.prefix..self.read], true)?;
+        let after = tokenizer.decode(&ids[self.prefix..], true)?;
+        // Decoders keep the text of earlier tokens as it was; one that did not would have
+        // nothing appended rather than text already taken changed.
+        if let Some(new) = after.strip_prefix(before.as_str()) {
+            self.text.push_str(new);
+        }
+        self.prefix = self.read;
+        self.read = ids.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn tiny() -> GgufTokenizer {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama");
+        GgufTokenizer::from_hf_dir(&dir).unwrap()
+    }
+
+    /// Streams `ids` one at a time and returns the text, with the text after each step.
+    fn stream(t: &GgufTokenizer, ids: &[u32]) -> (String, Vec<String>) {
+        let mut s = TextStream::new();
+        let mut steps = Vec::new();
+        for n in 1..=ids.len() {
+            s.push(t, &ids[..n]).unwrap();
+            steps.push(s.text().to_string());
+        }
+        s.finish(t, ids).unwrap();
+        (s.text().to_string(), steps)
+    }
+
+    #[test]
+    fn streamed_text_equals_the_whole_decode_and_only_grows() {
+        let t = tiny();
+        let text =
+            "Hello, world! Ünïcödé café naïve — 日本語のテキスト 🎉🦀 and 12345 spaces  here.";
+        let ids = t.encode(text, false).unwrap();
+        assert!(ids.len() > 20, "{} ids", ids.len());
+        let (streamed, steps) = stream(&t, &ids);
+        assert_eq!(streamed, t.decode(&ids, true).unwrap());
+        for w in steps.windows(2) {
+            assert!(w[1].starts_with(&w[0]), "{:?} then {:?}", w[0], w[1]);
+        }
+        assert!(
+            steps.iter().all(|s| !s.contains('\u{FFFD}')),
+            "no partial character is ever shown"
+        );
+    }
+
+    #[test]
+    fn random_ids_stream_to_the_whole_decode() {
+        let t = tiny();
+        let vocab = t.vocab_size() as u32;
+        let mut x = 0x2545_f491u32;
+        for round in 0..200 {
+            let ids: Vec<u32> = (0..1 + round % 40)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x % vocab
+                })
+                .collect();
+            let (streamed, _) = stream(&t, &ids);
+            assert_eq!(streamed, t.decode(&ids, true).unwrap(), "ids {ids:?}");
+        }
+    }
+
+    #[test]
+    fn an_incomplete_character_waits_then_appears_whole() {
+        let t = tiny();
+        let ids = t.encode("a🦀b", false).unwrap();
+        let (streamed, steps) = stream(&t, &ids);
+        assert_eq!(streamed, t.decode(&ids, true).unwrap());
+        assert!(steps.iter().any(|s| s.ends_with('🦀') || s.contains("🦀b")));
+        assert!(steps.iter().all(|s| !s.contains('\u{FFFD}')));
+        // Cut in the middle of the crab: nothing of it is shown until finish, then U+FFFD.
+        let crab_done = (1..=ids.len())
+            .find(|&n| t.decode(&ids[..n], true).unwrap().contains('🦀'))
+            .unwrap();
+        let mut s = TextStream::new();
+        for n in 1..crab_done {
+            s.push(&t, &ids[..n]).unwrap();
+        }
+        assert!(!s.text().contains('\u{FFFD}'), "{:?}", s.text());
+        let partial = t.decode(&ids[..crab_done - 1], true).unwrap();
+        assert!(
+            partial.ends_with('\u{FFFD}'),
+            "the crab spans tokens: {partial:?}"
+        );
+        s.finish(&t, &ids[..crab_done - 1]).unwrap();
+        assert_eq!(s.text(), t.decode(&ids[..crab_done - 1], true).unwrap());
+    }
+}
