@@ -41,12 +41,12 @@ def main():
     decode = [run(decode_prompt(i + 1), NEW_TOKENS) for i in range(RUNS)]
     agg = {}
     for n in STREAMS:
-        rates = []
+        agg_rates = []
         for k in range(RUNS):  # medians of RUNS runs, each with its own prompts
             start = time.perf_counter()
             tokens = sum(run(decode_prompt(100 * n + 10_000 * k + i), STREAM_TOKENS)[2] for i in range(n))
-            rates.append(tokens / (time.perf_counter() - start))
-        agg[n] = statistics.median(rates)
+            agg_rates.append(tokens / (time.perf_counter() - start))
+        agg[n] = statistics.median(agg_rates)
     _, rss_peak = rss_mib()
     emit({
         "engine": "llama.cpp", "version": llama_cpp.__version__, "load_s": load_s,

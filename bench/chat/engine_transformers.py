@@ -49,11 +49,11 @@ def main():
         rates.append((n - 1) / (total - first))
     agg = {}
     for n in STREAMS:
-        rates = []
+        agg_rates = []
         for k in range(RUNS):  # medians of RUNS runs, each with its own prompts
             total, tokens = gen([decode_prompt(100 * n + 10_000 * k + i) for i in range(n)], STREAM_TOKENS)
-            rates.append(tokens / total)
-        agg[n] = statistics.median(rates)
+            agg_rates.append(tokens / total)
+        agg[n] = statistics.median(agg_rates)
     _, rss_peak = rss_mib()
     emit({
         "engine": "transformers", "version": transformers.__version__, "torch": torch.__version__,

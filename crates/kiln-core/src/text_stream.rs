@@ -1,12 +1,12 @@
 //! Incremental detokenization: the text that each newly generated token adds, without decoding
 //! the whole generation again at every step (which made a long generation quadratic).
 //!
-//! The method of text-generation-inference and vLLM: decode a short window of tokens twice,
-//! with and without the new ones, and keep the difference. The window starts one step back,
-//! so that whatever a decoder does at the start of a text (SentencePiece drops the first
-//! space) happens to both decodes alike. A window whose text ends in an incomplete character
-//! (U+FFFD, a multi-byte character split across byte tokens) adds nothing until the
-//! character is complete.
+//! The method of text-generation-inference: decode a short window of tokens twice, with and
+//! without the new ones, and keep the difference. The window starts at the tokens that last
+//! added text, so that whatever a decoder does at the start of a text (SentencePiece-style
+//! decoders drop its first space) happens to both decodes alike. New tokens that add no text
+//! yet (a skipped control token, or the first bytes of a multi-byte character, which decode
+//! to U+FFFD) leave the window where it is until they do.
 
 use crate::error::Result;
 use crate::gguf_tokenizer::GgufTokenizer;
@@ -42,7 +42,11 @@ impl TextStream {
         }
         let before = tokenizer.decode(&ids[self.prefix..self.read], true)?;
         let after = tokenizer.decode(&ids[self.prefix..], true)?;
-        if after.ends_with('\u{FFFD}') || !after.starts_with(&before) {
+        // The window moves on only past tokens that added text: a window that began at a
+        // token decoding to nothing (a skipped control token) would lose the space that some
+        // decoders strip from the start of a text only.
+        if after.len() <= before.len() || after.ends_with('\u{FFFD}') || !after.starts_with(&before)
+        {
             return Ok(());
         }
         self.text.push_str(&after[before.len()..]);
@@ -86,6 +90,12 @@ mod tests {
         let mut steps = Vec::new();
         for n in 1..=ids.len() {
             s.push(t, &ids[..n]).unwrap();
+            let whole = t.decode(&ids[..n], true).unwrap();
+            assert!(
+                whole.starts_with(s.text()),
+                "after {n} ids the stream shows {:?}, not a prefix of {whole:?}",
+                s.text()
+            );
             steps.push(s.text().to_string());
         }
         s.finish(t, ids).unwrap();
@@ -127,6 +137,46 @@ mod tests {
             let (streamed, _) = stream(&t, &ids);
             assert_eq!(streamed, t.decode(&ids, true).unwrap(), "ids {ids:?}");
         }
+    }
+
+    /// A word-level tokenizer whose decoder drops the first space of a text (Metaspace, as
+    /// Llama 2 and Mistral tokenizer.json files have), with a control token `<s>`.
+    fn metaspace() -> GgufTokenizer {
+        let json = serde_json::json!({
+            "version": "1.0",
+            "added_tokens": [{"id": 0, "content": "<s>", "single_word": false, "lstrip": false,
+                              "rstrip": false, "normalized": false, "special": true}],
+            "normalizer": null,
+            "pre_tokenizer": {"type": "Metaspace", "replacement": "\u{2581}",
+                              "prepend_scheme": "always", "split": true},
+            "post_processor": null,
+            "decoder": {"type": "Metaspace", "replacement": "\u{2581}",
+                        "prepend_scheme": "always", "split": true},
+            "model": {"type": "WordLevel", "unk_token": "<s>",
+                      "vocab": {"<s>": 0, "\u{2581}x": 1, "\u{2581}Hello": 2, "\u{2581}world": 3}}
+        });
+        let config = serde_json::json!({"bos_token": "<s>"});
+        GgufTokenizer::from_hf_parts(
+            json.to_string().as_bytes(),
+            &config,
+            &serde_json::Value::Null,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_skipped_control_token_keeps_the_following_space() {
+        let t = metaspace();
+        // x <s> Hello <s> <s> world: each word after a control token keeps its space.
+        let ids = [1, 0, 2, 0, 0, 3];
+        let whole = t.decode(&ids, true).unwrap();
+        assert_eq!(whole, "x Hello world");
+        let (streamed, steps) = stream(&t, &ids);
+        assert_eq!(streamed, whole);
+        assert_eq!(
+            steps,
+            ["x", "x", "x Hello", "x Hello", "x Hello", "x Hello world"]
+        );
     }
 
     #[test]

@@ -512,16 +512,7 @@ fn advance(model: &ChatModel, s: &mut Sequence, token: u32) -> Option<FinishReas
     let text = s.text.text();
     let stops = &s.job.request.stop;
     // A stop string ends generation and is not emitted.
-    if let Some(at) = stops
-        .iter()
-        .filter(|st| !st.is_empty())
-        .filter_map(|st| {
-            text[s.emitted_bytes.min(text.len())..]
-                .find(st.as_str())
-                .map(|p| p + s.emitted_bytes)
-        })
-        .min()
-    {
+    if let Some(at) = find_stop(stops, text, s.emitted_bytes) {
         flush(model, s, Some(at));
         return Some(FinishReason::Stop);
     }
@@ -544,18 +535,41 @@ fn advance(model: &ChatModel, s: &mut Sequence, token: u32) -> Option<FinishReas
     }
     let budget_left = s.cache.len() + 1 < s.cache.capacity();
     if s.generated.len() >= s.job.request.max_tokens || !budget_left {
-        flush(model, s, None);
-        return Some(FinishReason::Length);
+        let stopped = flush(model, s, None);
+        return Some(if stopped {
+            FinishReason::Stop
+        } else {
+            FinishReason::Length
+        });
     }
     None
 }
 
+/// The start of the first stop string in `text` at or after byte `from`.
+fn find_stop(stops: &[String], text: &str, from: usize) -> Option<usize> {
+    stops
+        .iter()
+        .filter(|st| !st.is_empty())
+        .filter_map(|st| {
+            text[from.min(text.len())..]
+                .find(st.as_str())
+                .map(|p| p + from)
+        })
+        .min()
+}
+
 /// Emits what was held back: the text up to byte `cut`, or all of it (an incomplete last
-/// character included, as U+FFFD).
-fn flush(model: &ChatModel, s: &mut Sequence, cut: Option<usize>) {
-    if cut.is_none() {
+/// character included, as U+FFFD) up to the first stop string in it. Says whether a stop
+/// string cut the text.
+fn flush(model: &ChatModel, s: &mut Sequence, cut: Option<usize>) -> bool {
+    let mut stopped = cut.is_some();
+    let cut = cut.or_else(|| {
+        // The text the stream held back joins now; a stop string may lie in it.
         let _ = s.text.finish(&model.tokenizer, &s.generated);
-    }
+        let at = find_stop(&s.job.request.stop, s.text.text(), s.emitted_bytes);
+        stopped = at.is_some();
+        at
+    });
     let text = s.text.text();
     let end = cut.unwrap_or(text.len());
     if end > s.emitted_bytes && text.is_char_boundary(end) && text.is_char_boundary(s.emitted_bytes)
@@ -565,4 +579,5 @@ fn flush(model: &ChatModel, s: &mut Sequence, cut: Option<usize>) {
         ));
         s.emitted_bytes = end;
     }
+    stopped
 }

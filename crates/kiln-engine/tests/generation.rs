@@ -265,6 +265,14 @@ fn streamed_text_is_the_decode_of_the_generated_tokens() {
         whole.chars().filter(|c| !c.is_ascii()).count() > 5,
         "the reference text has multi-byte characters: {whole:?}"
     );
+    assert!(
+        (1..ids.len()).any(|n| m
+            .tokenizer
+            .decode(&ids[..n], true)
+            .unwrap()
+            .ends_with('\u{FFFD}')),
+        "some character of the reference text spans tokens: {whole:?}"
+    );
     let engine = GenerationEngine::start("smol", model(), GenerationConfig::default());
     let mut rx = engine.submit(request(&engine, prompt, 64, &[])).unwrap();
     let mut pieces = Vec::new();

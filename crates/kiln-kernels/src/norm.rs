@@ -63,6 +63,8 @@ crate::cpu::multiversion! {
     /// them. ggml adds them one after another; here eight interleaved lanes add them, so the
     /// loop vectorizes. The two `f64` sums differ by about 1e-14 of their value, far below
     /// what the `f32` mean keeps.
+    ///
+    /// An empty row gives NaN.
     pub fn rms_inverse(row: &[f32], eps: f32) -> f32 {
         let mut lanes = [0.0f64; 8];
         let chunks = row.chunks_exact(8);
@@ -98,7 +100,14 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 
 /// [`rms_norm`] in place, on the calling thread: each `weight.len()`-wide chunk of `x` (every
 /// head of a row, or every row) is normalized.
+///
+/// # Panics
+/// If `weight` is empty or `x` does not hold whole chunks.
 pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+    assert!(
+        !weight.is_empty() && x.len().is_multiple_of(weight.len()),
+        "whole chunks"
+    );
     for chunk in x.chunks_exact_mut(weight.len()) {
         let inv = rms_inverse(chunk, eps);
         for (v, w) in chunk.iter_mut().zip(weight) {
@@ -183,7 +192,7 @@ mod tests {
                     })
                     .collect();
                 let (fast, slow) = (rms_inverse(&row, 1e-6), rms_inverse_sequential(&row, 1e-6));
-                // The mean may round the other way once in millions of rows: one ulp.
+                // The mean may round the other way for a rare row: one ulp at most.
                 assert!(
                     (fast - slow).abs() <= slow * f32::EPSILON,
                     "len {len}: {fast} vs {slow}"

@@ -680,7 +680,7 @@ impl LlamaModel {
 
     /// [`Self::forward_batch`] into `logits`, which is resized to one row per sequence: a
     /// caller that keeps the buffer from step to step spares the allocation and its page
-    /// faults (a batch's logits are megabytes).
+    /// faults (a batch's logits are megabytes). On an error `logits` is left as it was.
     pub fn forward_batch_into(
         &self,
         steps: &mut [SequenceStep<'_>],
