@@ -77,20 +77,6 @@ pub fn exp(x: f32) -> f32 {
     e * f32::from_bits(bits as u32)
 }
 
-crate::cpu::multiversion! {
-    /// SwiGLU's gating: `out = silu(g) · u` with `silu(x) = x / (1 + e^-x)`, `e^x` from the
-    /// vectorized [`exp`] (as ggml's vector kernels use their own `exp`, not libm's).
-    ///
-    /// # Panics
-    /// If the three slices differ in length.
-    pub fn silu_times(g: &[f32], u: &[f32], out: &mut [f32]) {
-        assert!(g.len() == u.len() && u.len() == out.len(), "slice lengths");
-        for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
-            *o = g / (1.0 + exp(-g)) * u;
-        }
-    }
-}
-
 /// GELU with the tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
 pub fn gelu_tanh(x: &mut [f32]) {
     const C: f32 = 0.797_884_6; // sqrt(2/pi)
@@ -135,27 +121,6 @@ mod tests {
         assert!(worst < 5e-7, "worst relative error {worst}");
         assert_eq!(exp(0.0), 1.0);
         assert!(exp(-1000.0) < 1e-37);
-    }
-
-    #[test]
-    fn silu_times_matches_libm() {
-        let g: Vec<f32> = (-100_000..=100_000).map(|i| i as f32 * 1e-3).collect();
-        let u: Vec<f32> = g.iter().map(|v| 1.0 + (v * 7.0).sin()).collect();
-        let mut out = vec![0.0; g.len()];
-        silu_times(&g, &u, &mut out);
-        for ((&o, &g), &u) in out.iter().zip(&g).zip(&u) {
-            let e = g / (1.0 + (-g).exp()) * u;
-            assert!(
-                (o - e).abs() <= 1e-6 * e.abs() + 1e-30,
-                "silu({g}) * {u}: {o} vs {e}"
-            );
-        }
-        let mut edge = vec![0.0; 3];
-        silu_times(&[-1000.0, 1000.0, f32::NAN], &[1.0, 1.0, 1.0], &mut edge);
-        assert!(
-            edge[0].abs() < 1e-30 && edge[1] == 1000.0 && edge[2].is_nan(),
-            "{edge:?}"
-        );
     }
 
     #[test]
