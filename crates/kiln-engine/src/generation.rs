@@ -436,21 +436,18 @@ impl<'a> Scheduler<'a> {
             .model
             .forward_batch_into(&mut steps, &mut self.logits);
         drop(steps);
-        let logits = match result {
-            Ok(()) => std::mem::take(&mut self.logits),
-            Err(e) => {
-                for s in self.running.drain(..) {
-                    let _ = s.job.events.send(GenerationEvent::Error(e.to_string()));
-                }
-                return;
+        if let Err(e) = result {
+            for s in self.running.drain(..) {
+                let _ = s.job.events.send(GenerationEvent::Error(e.to_string()));
             }
-        };
+            return;
+        }
         let mut finished = Vec::new();
         let vocab = self.model.model.config().vocab_size;
         for (i, (s, l)) in self
             .running
             .iter_mut()
-            .zip(logits.chunks_exact(vocab))
+            .zip(self.logits.chunks_exact(vocab))
             .enumerate()
         {
             let p_len = s.job.request.prompt.len();
@@ -465,7 +462,6 @@ impl<'a> Scheduler<'a> {
                 finished.push((i, reason));
             }
         }
-        self.logits = logits;
         // Finished sequences leave the running set (and its published count) before their
         // clients hear `Done`, so a client that reads metrics right after sees them gone.
         let mut done = Vec::with_capacity(finished.len());
