@@ -226,6 +226,7 @@ pub(crate) fn group_tile(
 mod vnni {
     use super::{PackedRow, GROUP, Q6_HIGH, Q6_LOW};
     use crate::quant_blocks::K_BLOCK;
+    use crate::quant_packed::vnni::{prefetch, PREFETCH_ROWS};
     use std::arch::x86_64::*;
 
     /// The 16 outputs of one Q4_K group for `R` rows.
@@ -255,6 +256,9 @@ mod vnni {
             let mut acc = [_mm512_setzero_ps(); R];
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * 2304);
+                if R >= PREFETCH_ROWS {
+                    prefetch(blk, 2304);
+                }
                 // Vector `i` after the scales (no closure: it would not inherit the features).
                 macro_rules! vec {
                     ($i:expr) => {
@@ -366,6 +370,9 @@ mod vnni {
             let mut acc = [_mm512_setzero_ps(); R];
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * 3360);
+                if R >= PREFETCH_ROWS {
+                    prefetch(blk, 3360);
+                }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
                 let mut isum = [_mm512_setzero_si512(); R];
                 for t in 0..16 {
