@@ -240,3 +240,48 @@ pub fn write_tiny_bert(dir: &Path, spec: &TinyBertSpec) -> Result<()> {
         &safetensors_bytes(&tiny_bert_tensors(spec)),
     )
 }
+
+/// Streams `ids` through a [`crate::text_stream::TextStream`] one token at a time, as the
+/// engine does, and checks after each token that what the stream has shown is the start of the
+/// whole decode of the ids so far. Returns the final text and the text shown after each token.
+///
+/// # Panics
+/// If the stream ever shows text that is not a prefix of the whole decode, or the tokenizer
+/// fails.
+pub fn stream_checked(
+    tokenizer: &crate::gguf_tokenizer::GgufTokenizer,
+    ids: &[u32],
+) -> (String, Vec<String>) {
+    let mut s = crate::text_stream::TextStream::new();
+    let mut shown = Vec::with_capacity(ids.len());
+    for n in 1..=ids.len() {
+        s.push(tokenizer, &ids[..n]).unwrap();
+        let whole = tokenizer.decode(&ids[..n], true).unwrap();
+        assert!(
+            whole.starts_with(s.text()),
+            "after {n} ids the stream shows {:?}, not a prefix of {whole:?}",
+            s.text()
+        );
+        shown.push(s.text().to_string());
+    }
+    s.finish(tokenizer, ids).unwrap();
+    (s.text().to_string(), shown)
+}
+
+/// `count` pseudo-random token id sequences below `vocab`, the `i`-th `1 + i % max_len` long
+/// (a fixed xorshift seed, so every run tests the same ids).
+pub fn random_id_sequences(vocab: u32, count: usize, max_len: usize) -> Vec<Vec<u32>> {
+    let mut x = 0x2545_f491u32;
+    (0..count)
+        .map(|i| {
+            (0..1 + i % max_len.max(1))
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x % vocab.max(1)
+                })
+                .collect()
+        })
+        .collect()
+}

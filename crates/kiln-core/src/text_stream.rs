@@ -37,69 +37,63 @@ impl TextStream {
     /// new ones) add to the earlier ones, control tokens left out. Text that ends in an
     /// incomplete character waits for the tokens that complete it.
     pub fn push(&mut self, tokenizer: &GgufTokenizer, ids: &[u32]) -> Result<()> {
-        if ids.len() <= self.read {
+        let Some((before, after)) = self.window(tokenizer, ids)? else {
             return Ok(());
-        }
-        let before = tokenizer.decode(&ids[self.prefix..self.read], true)?;
-        let after = tokenizer.decode(&ids[self.prefix..], true)?;
+        };
         // The window moves on only past tokens that added text: a window that began at a
         // token decoding to nothing (a skipped control token) would lose the space that some
         // decoders strip from the start of a text only.
-        if after.len() <= before.len() || after.ends_with('\u{FFFD}') || !after.starts_with(&before)
-        {
+        if after.len() <= before.len() || after.ends_with('\u{FFFD}') {
             return Ok(());
         }
-        self.text.push_str(&after[before.len()..]);
-        self.prefix = self.read;
-        self.read = ids.len();
+        if let Some(new) = after.strip_prefix(before.as_str()) {
+            self.take(new, ids.len());
+        }
         Ok(())
     }
 
     /// Appends whatever `ids` still hold back at the end of a generation: an incomplete
     /// character becomes U+FFFD, as a decode of all the tokens gives it.
     pub fn finish(&mut self, tokenizer: &GgufTokenizer, ids: &[u32]) -> Result<()> {
-        if ids.len() <= self.read {
+        let Some((before, after)) = self.window(tokenizer, ids)? else {
             return Ok(());
+        };
+        // Decoders keep the text of earlier tokens as it was; one that did not would have
+        // nothing appended rather than text already taken changed.
+        let new = after.strip_prefix(before.as_str()).unwrap_or("");
+        self.take(new, ids.len());
+        Ok(())
+    }
+
+    /// The window's text without and with the tokens not yet read, or `None` when `ids`
+    /// holds no new token.
+    fn window(&self, tokenizer: &GgufTokenizer, ids: &[u32]) -> Result<Option<(String, String)>> {
+        if ids.len() <= self.read {
+            return Ok(None);
         }
         let before = tokenizer.decode(&ids[self.prefix..self.read], true)?;
         let after = tokenizer.decode(&ids[self.prefix..], true)?;
-        // Decoders keep the text of earlier tokens as it was; one that did not would have
-        // nothing appended rather than text already taken changed.
-        if let Some(new) = after.strip_prefix(before.as_str()) {
-            self.text.push_str(new);
-        }
+        Ok(Some((before, after)))
+    }
+
+    /// Appends `new`, the text of the tokens up to `read`, and starts the next window at the
+    /// tokens that added it.
+    fn take(&mut self, new: &str, read: usize) {
+        self.text.push_str(new);
         self.prefix = self.read;
-        self.read = ids.len();
-        Ok(())
+        self.read = read;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{random_id_sequences, stream_checked as stream};
     use std::path::Path;
 
     fn tiny() -> GgufTokenizer {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama");
         GgufTokenizer::from_hf_dir(&dir).unwrap()
-    }
-
-    /// Streams `ids` one at a time and returns the text, with the text after each step.
-    fn stream(t: &GgufTokenizer, ids: &[u32]) -> (String, Vec<String>) {
-        let mut s = TextStream::new();
-        let mut steps = Vec::new();
-        for n in 1..=ids.len() {
-            s.push(t, &ids[..n]).unwrap();
-            let whole = t.decode(&ids[..n], true).unwrap();
-            assert!(
-                whole.starts_with(s.text()),
-                "after {n} ids the stream shows {:?}, not a prefix of {whole:?}",
-                s.text()
-            );
-            steps.push(s.text().to_string());
-        }
-        s.finish(t, ids).unwrap();
-        (s.text().to_string(), steps)
     }
 
     #[test]
@@ -123,17 +117,7 @@ mod tests {
     #[test]
     fn random_ids_stream_to_the_whole_decode() {
         let t = tiny();
-        let vocab = t.vocab_size() as u32;
-        let mut x = 0x2545_f491u32;
-        for round in 0..200 {
-            let ids: Vec<u32> = (0..1 + round % 40)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x % vocab
-                })
-                .collect();
+        for ids in random_id_sequences(t.vocab_size() as u32, 200, 40) {
             let (streamed, _) = stream(&t, &ids);
             assert_eq!(streamed, t.decode(&ids, true).unwrap(), "ids {ids:?}");
         }

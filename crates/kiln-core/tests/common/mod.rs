@@ -229,37 +229,16 @@ pub fn check_greedy_teacher_forced(
 /// and for random token ids (byte and control tokens included), what it has shown after each
 /// token is the start of the whole decode, and at the end all of it.
 pub fn check_text_stream(m: &ChatModel) {
-    use kiln_core::text_stream::TextStream;
+    use kiln_core::testing::{random_id_sequences, stream_checked};
     let t = &m.tokenizer;
-    let stream = |ids: &[u32]| {
-        let mut s = TextStream::new();
-        for n in 1..=ids.len() {
-            s.push(t, &ids[..n]).unwrap();
-            // What the stream has shown is always the start of the true text.
-            let whole = t.decode(&ids[..n], true).unwrap();
-            assert!(
-                whole.starts_with(s.text()),
-                "after {n} ids the stream shows {:?}, not a prefix of {whole:?}",
-                s.text()
-            );
-        }
-        s.finish(t, ids).unwrap();
-        s.text().to_string()
-    };
     let text = "The kiln's fire: Ünïcödé café — 日本語のテキスト, 한국어, émojis 🎉🦀🔥 and\n  indented code { x += 1; }";
     let ids = t.encode(text, false).unwrap();
-    assert_eq!(stream(&ids), t.decode(&ids, true).unwrap());
-    let vocab = t.vocab_size() as u32;
-    let mut x = 0x2545_f491u32;
-    for round in 0..100 {
-        let ids: Vec<u32> = (0..1 + round % 48)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x % vocab
-            })
-            .collect();
-        assert_eq!(stream(&ids), t.decode(&ids, true).unwrap(), "ids {ids:?}");
+    assert_eq!(stream_checked(t, &ids).0, t.decode(&ids, true).unwrap());
+    for ids in random_id_sequences(t.vocab_size() as u32, 100, 48) {
+        assert_eq!(
+            stream_checked(t, &ids).0,
+            t.decode(&ids, true).unwrap(),
+            "ids {ids:?}"
+        );
     }
 }
