@@ -1,6 +1,8 @@
 //! Tiny generated models for tests and examples: random weights, a small WordPiece vocabulary.
-//!
 //! They exercise every code path of the real models in milliseconds and need no download.
+//!
+//! Also the checks that streamed detokenization shares between the unit tests and the tests
+//! on real tokenizers ([`stream_checked`], [`random_id_sequences`]).
 
 use crate::error::{Error, Result};
 use crate::pooling::PoolingMode;
@@ -268,8 +270,8 @@ pub fn stream_checked(
     (s.text().to_string(), shown)
 }
 
-/// `count` pseudo-random token id sequences below `vocab`, the `i`-th `1 + i % max_len` long
-/// (a fixed xorshift seed, so every run tests the same ids).
+/// `count` pseudo-random token id sequences below `vocab` (all 0 if `vocab` is 0), the `i`-th
+/// `1 + i % max_len` long (a fixed xorshift seed, so every run tests the same ids).
 pub fn random_id_sequences(vocab: u32, count: usize, max_len: usize) -> Vec<Vec<u32>> {
     let mut x = 0x2545_f491u32;
     (0..count)

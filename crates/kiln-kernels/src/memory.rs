@@ -5,7 +5,7 @@
 //! stays at its peak after a burst of load. [`release_free_memory`] hands every whole free
 //! page back; the engines call it once they have been idle for a while.
 //!
-//! The `kiln` binary allocates with mimalloc ([`MiMalloc`], feature `mimalloc`): a decode step
+//! The `kiln` binary allocates with mimalloc (`MiMalloc`, feature `mimalloc`): a decode step
 //! allocates and frees thousands of buffers, some of megabytes (a batch's logits), which
 //! glibc returned to the OS and faulted in again at every step. mimalloc keeps freed memory
 //! too, so [`release_free_memory`] also asks it to hand its free pages back.

@@ -430,8 +430,9 @@ pub(crate) mod vnni {
     /// With several rows a block costs enough arithmetic that the hardware prefetcher falls
     /// behind the weights streaming in from memory (a model's layers do not fit in the caches).
     /// Measured with the `quant_stream` bench's layers (a whole model's weights, 96 MB and
-    /// 249 MB), prefetching switched on and off at alternate steps in one process so that the
-    /// machine's drift hits both (2026-12-03): 8 rows, SmolLM2-135M shapes 14.2 → 11.5 and
+    /// 249 MB), with a temporary patch that switched prefetching on and off at alternate steps
+    /// in one process, so that the machine's drift hit both (2026-12-03; the outputs are in
+    /// `bench/results/kernels-session8-2026-12-03.md`): 8 rows, SmolLM2-135M shapes 14.2 → 11.5 and
     /// 13.6 → 11.1 ms per step, Gemma 3 270M shapes 23.8 → 18.3 and 20.6 → 17.4; 4 rows
     /// within 10% either way; 1, 2, 4 and 8 KiB ahead within 5% of each other. One row streams
     /// well without it, so only tiles of [`PREFETCH_ROWS`] rows or more fetch ahead.
@@ -447,8 +448,9 @@ pub(crate) mod vnni {
         let ahead = at.wrapping_add(PREFETCH_AHEAD);
         let mut line = 0;
         while line < len {
-            // SAFETY: SSE is part of every x86_64 target; a prefetch hint reads nothing the
-            // program sees and cannot fault, whatever the address.
+            // SAFETY: every x86_64 CPU has SSE, whose `prefetcht0` this is, and the kiln
+            // targets compile it in; a prefetch hint reads nothing the program sees and cannot
+            // fault, whatever the address.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8) };
             line += 64;
         }
