@@ -68,7 +68,7 @@ fn greedy_generation_and_logits_match_llama_cpp() {
 /// top-two margin there is under 0.11) and the continuation parts; the teacher-forced test above
 /// covers every step of those.
 const IDENTICAL_PROMPTS: [&str; 7] = [
-    "story",
+    "plain_sentence",
     "code",
     "numbers_punctuation",
     "list",

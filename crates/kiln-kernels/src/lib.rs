@@ -19,5 +19,6 @@ pub mod quant_packed;
 mod quant_packed_k;
 #[cfg(target_arch = "x86_64")]
 mod quant_vnni;
+pub mod swiglu;
 #[cfg(not(target_arch = "wasm32"))]
 mod team;

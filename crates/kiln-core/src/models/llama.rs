@@ -25,6 +25,7 @@ use kiln_kernels::quant::{
     f32_to_half_slice, half_to_f32, round_to_f16, round_to_f16_slice, QuantFormat, QuantLinear,
     QuantizedInput,
 };
+use kiln_kernels::swiglu::swiglu;
 use std::path::Path;
 
 pub use super::kv_cache::KvCache;
@@ -823,13 +824,10 @@ impl LlamaModel {
                 let (g, u) = gu.split_at(c.ffn);
                 match c.family {
                     Family::Gemma3 => gelu_like_ggml_times(g, u, a),
-                    // libm's `exp`, per value: a vectorized `exp` (2e-7 relative error)
-                    // flipped near-tie greedy tokens of SmolLM2 (2026-12-02).
-                    _ => {
-                        for ((a, &g), &u) in a.iter_mut().zip(g).zip(u) {
-                            *a = g / (1.0 + (-g).exp()) * u;
-                        }
-                    }
+                    // llama.cpp's own arithmetic for this CPU: an `exp` of other bits (a
+                    // vectorized one, 2e-7 relative error) flipped near-tie greedy tokens of
+                    // SmolLM2 (2026-12-02).
+                    _ => swiglu(g, u, a),
                 }
             });
             b.down.forward(&act, rows, &mut proj);
