@@ -71,6 +71,11 @@ def main():
                platform.processor())
     date = datetime.date.today().isoformat()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    # A binary built from a tree with uncommitted changes is not that commit's: say so.
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                           text=True).stdout.strip()
+    if dirty:
+        commit += " plus uncommitted changes"
     lines = [
         f"# Chat benchmark, {date}" + (" (--quick: harness check, not a measurement)" if a.quick else ""),
         "",
