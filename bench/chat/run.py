@@ -66,16 +66,16 @@ def main():
     ap.add_argument("--tag", default="", help="appended to the results' file names (a second run on one day)")
     a = ap.parse_args()
     engines = a.engines.split(",")
+    # The tree as the run starts (a commit made during the run must not relabel it). A binary
+    # built from a tree with uncommitted changes, tracked or new, is not that commit's: say so.
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
+    if dirty:
+        commit += " plus uncommitted changes"
     results = {m: {e: run_engine(e, path, a.kiln, a.quick) for e in engines} for m, path in MODELS.items()}
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
                platform.processor())
     date = datetime.date.today().isoformat()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    # A binary built from a tree with uncommitted changes is not that commit's: say so.
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.strip()
-    if dirty:
-        commit += " plus uncommitted changes"
     lines = [
         f"# Chat benchmark, {date}" + (" (--quick: harness check, not a measurement)" if a.quick else ""),
         "",

@@ -4,9 +4,12 @@ crates/kiln-kernels/tests/swiglu_parity.rs.
 
 It calls `ggml_vec_swiglu_f32` of the ggml CPU library that llama-cpp-python 0.3.36 ships (the
 function llama.cpp's SmolLM2 and Qwen2.5 feed-forward blocks run), through ctypes, and stores
-inputs and outputs as `f32` bit patterns. The library was built for this machine's AVX-512
-(see make_llama_reference.py for the virtual environment), so the outputs are the AVX-512
-variant's bits; 4099 values, so that the last 3 take ggml's scalar tail (the C library's expf).
+inputs and outputs as `f32` bit patterns. It needs the library built for an AVX-512 CPU: the chat
+benchmark's build of `scripts/reference/.venv-llama` (bench/README.md: `CMAKE_ARGS="-DGGML_NATIVE=ON"
+pip install --no-binary llama-cpp-python llama-cpp-python==0.3.36` on an AVX-512 machine; the
+`GGML_NATIVE=OFF` build of make_llama_reference.py compiles ggml's AVX2 path instead). It checks
+that llama.cpp's system info reports `AVX512 = 1` and stores that line. 4099 values, so that the
+last 3 take ggml's scalar tail (the C library's expf).
 
     scripts/reference/.venv-llama/bin/python scripts/reference/make_swiglu_reference.py
 """
@@ -27,6 +30,9 @@ def bits(a):
 
 
 def main():
+    info = llama_cpp.llama_print_system_info().decode()
+    if "AVX512 = 1" not in info:
+        raise SystemExit(f"this llama-cpp-python was not built for AVX-512: {info}")
     lib = ctypes.CDLL(str(pathlib.Path(llama_cpp.__file__).parent / "lib" / "libggml-cpu.so"))
     f = lib.ggml_vec_swiglu_f32
     f.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
@@ -45,7 +51,8 @@ def main():
     f(len(gate), out.ctypes.data, gate.ctypes.data, up.ctypes.data)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({
-        "source": f"ggml_vec_swiglu_f32 of llama-cpp-python {llama_cpp.__version__}'s libggml-cpu.so, AVX-512 build",
+        "source": f"ggml_vec_swiglu_f32 of llama-cpp-python {llama_cpp.__version__}'s libggml-cpu.so",
+        "system_info": info.strip(),
         "gate": bits(gate), "up": bits(up), "out": bits(out),
     }) + "\n")
     print(f"wrote {OUT} ({len(gate)} values)")

@@ -45,6 +45,7 @@ fn main() {
                 for ((o, &g), &u) in out.iter_mut().zip(black_box(&gate)).zip(&up) {
                     *o = silu_libm(g) * u;
                 }
+                black_box(&mut out);
             },
             500,
         );

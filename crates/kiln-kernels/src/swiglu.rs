@@ -1,17 +1,20 @@
-//! SwiGLU, `silu(gate) · up`, with the arithmetic of llama.cpp's CPU backend on the same CPU
-//! (ggml's `ggml_vec_swiglu_f32`), so that kiln's decoders keep llama.cpp's bits.
+//! SwiGLU, `silu(gate) · up`, with the arithmetic of llama.cpp's CPU backend (ggml's
+//! `ggml_vec_swiglu_f32`), so that kiln's decoders keep llama.cpp's bits.
 //!
 //! ggml computes `silu(x) = x / (1 + e^-x)` with a vectorized `e^x`: the approximation of Arm's
 //! optimized-routines (a range reduction by `ln 2` in two parts, then a degree-5 polynomial; at
-//! most about 1.5 ulp from the true value). It runs 16 lanes with AVX-512 (finishing with
-//! `scalef`) and 8 with AVX2 (finishing with exponent bits; the two variants round
-//! differently), and takes the values past the last whole vector, and every value on other
-//! CPUs here, with the C library's `expf`. The kernels below do the same operations in the same
-//! order. Each variant is also stated as plain scalar code ([`exp_avx512_way`],
-//! [`exp_avx2_way`]), which the tests hold the vector code to, bit for bit.
+//! most about 1.5 ulp from the true value). Which code runs depends on how ggml was compiled:
+//! 16 lanes in a build for AVX-512 F and DQ (finishing with `scalef`), 8 in a build for AVX2 and
+//! FMA (finishing with exponent bits; the two round differently), and the C library's `expf`
+//! for the values past the last whole vector. kiln picks the variant of a native ggml build on
+//! the CPU it runs on, and does the same operations in the same order. On other CPUs (and on
+//! wasm) it takes libm's `expf` for every value, where ggml's SSE2, NEON and other builds have
+//! vector code of their own: the bits then differ from llama.cpp's by a few ulp.
 //!
-//! Measured: libm's `expf`, one value at a time, took 0.8-0.9 ms of a 10 ms SmolLM2-135M decode
-//! step at 8 sequences (a per-phase profile, 2026-12-03).
+//! Checked: the AVX-512 variant against the `ggml_vec_swiglu_f32` of llama-cpp-python's own
+//! AVX-512 build, every bit (`tests/swiglu_parity.rs`); each vector kernel against a plain
+//! scalar statement of its variant ([`exp_avx512_way`], [`exp_avx2_way`]), bit for bit. Time
+//! and parity figures: `bench/results/kernels-session9-2026-12-03.md`.
 
 /// `x · log2(e)`'s factor, `0x1.715476p+0`.
 const LOG2_E: f32 = f32::from_bits(0x3fb8_aa3b);
@@ -31,7 +34,7 @@ const C: [f32; 5] = [
     f32::from_bits(0x3c07_2010),
 ];
 
-/// `out[i] = silu(gate[i]) · up[i]`, as llama.cpp computes it on this CPU.
+/// `out[i] = silu(gate[i]) · up[i]`, as a native llama.cpp build computes it on this CPU.
 ///
 /// # Panics
 /// If the three slices differ in length.
@@ -46,7 +49,7 @@ pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// `silu(x)` with the C library's `expf`, as ggml's scalar code has it.
+/// `silu(x)` with the C library's `expf` (Rust's libm on wasm), as ggml's scalar code has it.
 #[inline]
 pub fn silu_libm(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
@@ -63,7 +66,8 @@ pub enum Variant {
     Libm,
 }
 
-/// The variant [`swiglu`] uses here (it follows `KILN_SIMD` like the other kernels).
+/// The variant [`swiglu`] uses here: a native ggml build's on this CPU (it follows `KILN_SIMD`
+/// like the other kernels).
 pub fn variant() -> Variant {
     #[cfg(target_arch = "x86_64")]
     {
@@ -125,7 +129,9 @@ pub fn exp_avx512_way(x: f32) -> f32 {
     if n.abs() > 192.0 {
         return if n <= 0.0 { 0.0 } else { f32::INFINITY };
     }
-    (f64::from(j) * 2f64.powi(n as i32)) as f32
+    // 2ⁿ built from its bits (|n| ≤ 192 here): exact, whatever `powi` promises.
+    let two_n = f64::from_bits(((n as i64 + 1023) as u64) << 52);
+    (f64::from(j) * two_n) as f32
 }
 
 /// ggml's AVX2 `e^x` for one value, in plain scalar code: the reference of the vector kernel.
@@ -159,7 +165,8 @@ mod x86 {
     /// `silu(gate) · up` in 16 lanes, ggml's AVX-512 way.
     ///
     /// # Safety
-    /// The CPU must have AVX-512 F and DQ; the slices must be of one length, a multiple of 16.
+    /// The CPU must have AVX-512 F and DQ; the slices must be of one length (values past the
+    /// last multiple of 16 are left unwritten).
     #[target_feature(enable = "avx512f,avx512dq")]
     pub(super) unsafe fn swiglu_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
         for ((o, g), u) in out
@@ -216,7 +223,8 @@ mod x86 {
     /// `silu(gate) · up` in 8 lanes, ggml's AVX2 way.
     ///
     /// # Safety
-    /// The CPU must have AVX2 and FMA; the slices must be of one length, a multiple of 8.
+    /// The CPU must have AVX2 and FMA; the slices must be of one length (values past the last
+    /// multiple of 8 are left unwritten).
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn swiglu_avx2(gate: &[f32], up: &[f32], out: &mut [f32]) {
         for ((o, g), u) in out

@@ -1,9 +1,11 @@
 //! kiln's SwiGLU against llama.cpp's own: `ggml_vec_swiglu_f32` of the ggml CPU library that
-//! llama-cpp-python 0.3.36 ships, built for AVX-512, run on 4099 inputs by
-//! `scripts/reference/make_swiglu_reference.py` (tests/data/swiglu_reference.json). With the
-//! AVX-512 variant (this project's machines) every output must carry llama.cpp's bits; with the
-//! others (`KILN_SIMD=avx2`, CPUs without AVX-512, wasm) ggml itself computes other bits, and
-//! the outputs must be within 8 units in the last place of the reference's (4 measured).
+//! llama-cpp-python 0.3.36 ships, built for this AVX-512 machine (its system info is stored with
+//! the data), run on 4099 inputs by `scripts/reference/make_swiglu_reference.py`
+//! (tests/data/swiglu_reference.json). With the AVX-512 variant (this project's machines) every
+//! output must carry llama.cpp's bits; with the others (`KILN_SIMD=avx2`, CPUs without AVX-512,
+//! wasm) an AVX-512 ggml build is not the reference, and the outputs must be within 8 units in
+//! the last place of its bits (4 measured). The AVX2 variant's own bits are held to its scalar
+//! statement by the unit tests in `src/swiglu.rs`.
 
 use kiln_kernels::swiglu::{swiglu, variant, Variant};
 
@@ -15,8 +17,8 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
         .collect()
 }
 
-/// Distance in units in the last place between two finite `f32`s of one sign, or 0 for
-/// equal bits and a large number otherwise.
+/// Distance in units in the last place between two finite `f32`s of one sign; 0 for equal
+/// values (±0, equal infinities), `u32::MAX` for other pairs of signs or non-finite values.
 fn ulps(a: f32, b: f32) -> u32 {
     if a.to_bits() == b.to_bits() {
         0

@@ -824,9 +824,9 @@ impl LlamaModel {
                 let (g, u) = gu.split_at(c.ffn);
                 match c.family {
                     Family::Gemma3 => gelu_like_ggml_times(g, u, a),
-                    // llama.cpp's own arithmetic for this CPU: an `exp` of other bits (a
-                    // vectorized one, 2e-7 relative error) flipped near-tie greedy tokens of
-                    // SmolLM2 (2026-12-02).
+                    // ggml's own `exp` (a native llama.cpp build's on this CPU): another
+                    // vectorized `exp`, 2e-7 from the true value but with other bits, flipped a
+                    // near-tie greedy token of SmolLM2 (2026-12-02).
                     _ => swiglu(g, u, a),
                 }
             });
