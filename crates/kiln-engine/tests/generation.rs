@@ -243,6 +243,7 @@ fn streamed_text_is_the_decode_of_the_generated_tokens() {
     // A prompt whose greedy answer has multi-byte characters, spread over byte tokens.
     let prompt = "Translate 'good morning' into Japanese, Chinese, Korean and Russian:";
     let m = model();
+    let max_tokens = 64;
     let ids = {
         let mut cache = m.model.new_cache(512);
         let mut logits = m
@@ -250,7 +251,7 @@ fn streamed_text_is_the_decode_of_the_generated_tokens() {
             .forward(&m.encode_prompt(prompt).unwrap(), &mut cache)
             .unwrap();
         let mut ids = Vec::new();
-        for _ in 0..64 {
+        for _ in 0..max_tokens {
             let t = kiln_core::sampling::argmax(&logits);
             if m.tokenizer.is_stop(t) {
                 break;
@@ -274,7 +275,9 @@ fn streamed_text_is_the_decode_of_the_generated_tokens() {
         "some character of the reference text spans tokens: {whole:?}"
     );
     let engine = GenerationEngine::start("smol", model(), GenerationConfig::default());
-    let mut rx = engine.submit(request(&engine, prompt, 64, &[])).unwrap();
+    let mut rx = engine
+        .submit(request(&engine, prompt, max_tokens, &[]))
+        .unwrap();
     let mut pieces = Vec::new();
     let (streamed, n) = loop {
         match rx.blocking_recv().expect("the engine finished the request") {
@@ -301,7 +304,7 @@ fn streamed_text_is_the_decode_of_the_generated_tokens() {
     );
     if last.ends_with('\u{FFFD}') {
         assert!(
-            whole.ends_with('\u{FFFD}') && n == 64,
+            whole.ends_with('\u{FFFD}') && n == max_tokens,
             "a cut only at the length limit"
         );
     }

@@ -366,15 +366,10 @@ mod tests {
         let n = g.len() / 16 * 16 - 3;
         let mut out = vec![0.0f32; n];
         swiglu(&g[..n], &u[..n], &mut out);
-        let exp: fn(f32) -> f32 = match variant() {
-            Variant::Avx512 => exp_avx512_way,
-            Variant::Avx2 => exp_avx2_way,
-            Variant::Libm => f32::exp,
-        };
-        let lanes = match variant() {
-            Variant::Avx512 => 16,
-            Variant::Avx2 => 8,
-            Variant::Libm => 1,
+        let (exp, lanes): (fn(f32) -> f32, usize) = match variant() {
+            Variant::Avx512 => (exp_avx512_way, 16),
+            Variant::Avx2 => (exp_avx2_way, 8),
+            Variant::Libm => (f32::exp, 1),
         };
         let vectors = n / lanes * lanes;
         for i in 0..n {
