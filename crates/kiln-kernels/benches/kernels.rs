@@ -57,6 +57,41 @@ fn main() {
             us
         );
     }
+    // The input of SmolLM2-135M's down projection for 8 decoding sequences (8 rows of 1536),
+    // quantized to 8-bit blocks of 32 as every quantized layer's input is, on one thread.
+    {
+        let x: Vec<f32> = data(8 * 1536).iter().map(|v| v * 3.0).collect();
+        let (mut q, mut d, mut s, mut sum) = (
+            vec![0i8; x.len()],
+            vec![0.0; x.len() / 32],
+            vec![0.0; x.len() / 32],
+            vec![0; x.len() / 32],
+        );
+        let us = median_us(
+            || {
+                kiln_kernels::quant::quantize_blocks(
+                    black_box(&x),
+                    &mut q,
+                    &mut d,
+                    &mut s,
+                    &mut sum,
+                )
+            },
+            2000,
+        );
+        println!("{:<40} {:>12.2}", "quantize 8x1536 to Q8_1 blocks", us);
+        // Gemma 3 270M's down projection input at 8 sequences (8 rows of 2048), to Q8_K.
+        let x: Vec<f32> = data(8 * 2048).iter().map(|v| v * 3.0).collect();
+        let us = median_us(
+            || {
+                for row in black_box(&x).chunks_exact(2048) {
+                    black_box(kiln_kernels::quant_blocks::quantize_row_q8_k(row));
+                }
+            },
+            2000,
+        );
+        println!("{:<40} {:>12.2}", "quantize 8x2048 to Q8_K blocks", us);
+    }
     // One decode row of SmolLM2-135M's attention (9 query heads, 3 key/value heads of 64) over
     // an f16 cache of `n` positions: the step of a batched decode, per sequence and layer.
     for n in [40usize, 160, 640] {

@@ -19,6 +19,8 @@ pub mod quant_packed;
 mod quant_packed_k;
 #[cfg(target_arch = "x86_64")]
 mod quant_vnni;
+#[cfg(target_arch = "x86_64")]
+mod quantize_avx512;
 pub mod swiglu;
 #[cfg(not(target_arch = "wasm32"))]
 mod team;

@@ -200,7 +200,7 @@ pub fn f32_to_half(x: f32) -> u16 {
 /// llama.cpp's KV cache). Branch-light so loops over it vectorize: f16 subnormals are
 /// multiples of 2^-24, which adding and removing 0.5 rounds to; normal values keep 10 mantissa
 /// bits, rounded on the bit pattern; the rest (overflow, NaN) takes the exact conversion.
-#[inline]
+#[inline(always)]
 pub fn round_to_f16(x: f32) -> f32 {
     let a = x.abs();
     if a < 6.103_515_6e-5 {
@@ -278,16 +278,41 @@ fn quantize_row(x: &[f32]) -> QuantRow {
     row
 }
 
+/// The work of `quantize_row` for every 32-value block of `x`: the maximum magnitude, the
+/// rounded values and their sum, the f16 scale and `d · Σq`. With AVX-512 the blocks go
+/// through whole-vector code (`quantize_avx512`); elsewhere through
+/// [`quantize_blocks_plain`]. Both give the same bits.
+///
+/// # Panics
+/// If `x` is not whole blocks, `q` not as long as `x`, or `d`, `s` or `sum` not one value per
+/// block.
+pub fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]) {
+    let blocks = x.len() / BLOCK;
+    assert!(
+        x.len() == blocks * BLOCK
+            && q.len() == x.len()
+            && d.len() == blocks
+            && s.len() == blocks
+            && sum.len() == blocks,
+        "block counts"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
+        // SAFETY: simd_level() reports AVX-512 only when the CPU has AVX-512 F and BW; the
+        // lengths were checked above, as the kernel requires.
+        return unsafe { crate::quantize_avx512::quantize_blocks(x, q, d, s, sum) };
+    }
+    quantize_blocks_plain(x, q, d, s, sum)
+}
+
 crate::cpu::multiversion! {
-    /// The work of `quantize_row` for every 32-value block of `x`, in one call compiled for the
-    /// CPU's vector width (a call per block cost more than its arithmetic): the maximum
-    /// magnitude (8 lanes, then the lanes: a maximum is exact in any order), the rounded
-    /// values and their sum, the f16 scale and `d · Σq`.
+    /// [`quantize_blocks`] without vector intrinsics, in one call compiled for the CPU's vector
+    /// width (a call per block cost more than its arithmetic): the AVX2 and baseline path, and
+    /// the statement the AVX-512 kernel is tested against.
     ///
     /// # Panics
-    /// If `x` is not whole blocks, `q` not as long as `x`, or `d`, `s` or `sum` not one value
-    /// per block.
-    pub fn quantize_blocks(
+    /// As [`quantize_blocks`].
+    pub fn quantize_blocks_plain(
         x: &[f32],
         q: &mut [i8],
         d: &mut [f32],
@@ -305,21 +330,31 @@ crate::cpu::multiversion! {
         );
         let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK));
         for ((((b, q), d), s), sum) in blocks.zip(d).zip(s).zip(sum) {
-            let mut lanes = [0.0f32; 8];
-            for c in b.chunks_exact(8) {
-                for (l, v) in lanes.iter_mut().zip(c) {
-                    *l = l.max(v.abs());
-                }
-            }
-            let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
-            let scale = amax / 127.0;
-            let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-            let total = round_values(b, id, q);
-            *d = round_to_f16(scale);
-            *s = round_to_f16(scale * total as f32);
-            *sum = total;
+            (*d, *s, *sum) = quantize_block(b, q);
         }
     }
+}
+
+/// One block of [`quantize_blocks`]: returns the f16-rounded scale, `d · Σq` and `Σq`. The
+/// maximum magnitude is taken in 8 lanes, then across them (a maximum is exact in any order;
+/// NaNs are passed over).
+#[inline(always)]
+pub(crate) fn quantize_block(b: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
+    let mut lanes = [0.0f32; 8];
+    for c in b.chunks_exact(8) {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = l.max(v.abs());
+        }
+    }
+    let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
+    let scale = amax / 127.0;
+    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let total = round_values(b, id, q);
+    (
+        round_to_f16(scale),
+        round_to_f16(scale * total as f32),
+        total,
+    )
 }
 
 /// `quantize_row`'s scales, `d · Σq`, sums and values, for other modules' tests.

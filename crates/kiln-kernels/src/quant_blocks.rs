@@ -30,37 +30,59 @@ pub struct Q8KRow {
 pub fn quantize_row_q8_k(x: &[f32]) -> Q8KRow {
     let blocks = x.len() / K_BLOCK;
     let mut row = Q8KRow {
-        d: Vec::with_capacity(blocks),
-        bsums: Vec::with_capacity(blocks * 16),
-        q: Vec::with_capacity(x.len()),
+        d: vec![0.0; blocks],
+        bsums: vec![0; blocks * 16],
+        q: vec![0; blocks * K_BLOCK],
     };
-    for b in x.chunks_exact(K_BLOCK) {
-        let (mut amax, mut max) = (0.0f32, 0.0f32);
-        for &v in b {
-            if v.abs() > amax {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        if amax == 0.0 {
-            row.d.push(0.0);
-            row.q.extend(std::iter::repeat_n(0, K_BLOCK));
-            row.bsums.extend(std::iter::repeat_n(0, 16));
-            continue;
-        }
-        let iscale = -127.0 / max;
-        let start = row.q.len();
-        // |iscale · v| <= 127 for every value of the block, so no value needs clamping.
-        row.q.resize(start + K_BLOCK, 0);
-        crate::quant::scale_round(b, iscale, &mut row.q[start..]);
-        row.bsums.extend(
-            row.q[start..]
-                .chunks_exact(16)
-                .map(|c| c.iter().map(|&v| v as i32).sum::<i32>()),
-        );
-        row.d.push(1.0 / iscale);
+    let parts = x
+        .chunks_exact(K_BLOCK)
+        .zip(row.q.chunks_exact_mut(K_BLOCK))
+        .zip(row.bsums.chunks_exact_mut(16));
+    for (((b, q), bsums), d) in parts.zip(&mut row.d) {
+        *d = quantize_block_q8_k(b, q, bsums);
     }
     row
+}
+
+/// One 256-value block of [`quantize_row_q8_k`] into `q` and the 16 sums `bsums`, returning
+/// the scale: in whole vectors with AVX-512 (`quantize_avx512`), else
+/// [`quantize_block_q8_k_plain`], with the same bits.
+fn quantize_block_q8_k(b: &[f32], q: &mut [i8], bsums: &mut [i32]) -> f32 {
+    assert!(
+        b.len() == K_BLOCK && q.len() == K_BLOCK && bsums.len() == 16,
+        "one Q8_K block"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
+        // SAFETY: simd_level() reports AVX-512 only when the CPU has AVX-512 F and BW; the
+        // lengths were checked above, as the kernel requires.
+        return unsafe { crate::quantize_avx512::quantize_block_q8_k(b, q, bsums) };
+    }
+    quantize_block_q8_k_plain(b, q, bsums)
+}
+
+/// [`quantize_block_q8_k`] in plain code: the other CPUs' path and the statement the AVX-512
+/// kernel is tested against.
+pub(crate) fn quantize_block_q8_k_plain(b: &[f32], q: &mut [i8], bsums: &mut [i32]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in b {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        bsums.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    // |iscale · v| <= 127 for every value of the block, so no value needs clamping.
+    crate::quant::scale_round(b, iscale, q);
+    for (s, c) in bsums.iter_mut().zip(q.chunks_exact(16)) {
+        *s = c.iter().map(|&v| v as i32).sum();
+    }
+    1.0 / iscale
 }
 
 /// All eight 6-bit scales and minimums of a Q4_K block's 12 packed bytes at once, four bytes
