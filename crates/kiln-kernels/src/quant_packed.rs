@@ -383,12 +383,13 @@ pub(crate) fn group_tile(
     if crate::cpu::has_avx512_vnni() {
         macro_rules! run {
             ($f:expr, $n:literal) => {{
-                let tile: [PackedRow<'_>; $n] = std::array::from_fn(|i| rows[i]);
+                let tile: &[PackedRow<'_>; $n] = rows.try_into().expect("the tile's rows");
+                let out: &mut [[f32; GROUP]; $n] =
+                    (&mut out[..$n]).try_into().expect("one output per row");
                 // SAFETY: has_avx512_vnni() checked the features the kernel enables; every row
                 // holds the scales, sums and values of the group's `blocks` blocks (asserted
                 // above), and the group is whole blocks of `16 · block_bytes`.
-                let v = unsafe { vnni::group_tile::<{ $f }, $n>(group, tile) };
-                out[..$n].copy_from_slice(&v);
+                unsafe { vnni::group_tile::<{ $f }, $n>(group, tile, out) };
             }};
         }
         macro_rules! rows {
@@ -472,8 +473,9 @@ pub(crate) mod vnni {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn group_tile<const F: u8, const R: usize>(
         group: &[u8],
-        rows: [PackedRow<'_>; R],
-    ) -> [[f32; GROUP]; R] {
+        rows: &[PackedRow<'_>; R],
+        out: &mut [[f32; GROUP]; R],
+    ) {
         let format = match F {
             SEL_Q4_1 => QuantFormat::Q4_1,
             SEL_Q5_0 => QuantFormat::Q5_0,
@@ -550,11 +552,9 @@ pub(crate) mod vnni {
                     }
                 }
             }
-            std::array::from_fn(|r| {
-                let mut o = [0.0f32; GROUP];
-                _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(acc[r], mins[r]));
-                o
-            })
+            for ((o, a), m) in out.iter_mut().zip(acc).zip(mins) {
+                _mm512_storeu_ps(o.as_mut_ptr(), _mm512_add_ps(a, m));
+            }
         }
     }
 }

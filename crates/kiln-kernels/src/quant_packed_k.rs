@@ -188,12 +188,13 @@ pub(crate) fn group_tile(
     if crate::cpu::has_avx512_vnni() {
         macro_rules! run {
             ($kernel:ident, $n:literal) => {{
-                let tile: [PackedRow<'_>; $n] = std::array::from_fn(|i| rows[i]);
+                let tile: &[PackedRow<'_>; $n] = rows.try_into().expect("the tile's rows");
+                let out: &mut [[f32; GROUP]; $n] =
+                    (&mut out[..$n]).try_into().expect("one output per row");
                 // SAFETY: has_avx512_vnni() checked the features the kernel enables; every row
                 // holds the scales, sums and values of the group's `blocks` super-blocks
                 // (asserted above), and the group is whole super-blocks of `16 · block_bytes`.
-                let v = unsafe { vnni::$kernel::<$n>(group, tile) };
-                out[..$n].copy_from_slice(&v);
+                unsafe { vnni::$kernel::<$n>(group, tile, out) };
             }};
         }
         macro_rules! rows {
@@ -238,8 +239,9 @@ mod vnni {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn q4_k<const R: usize>(
         group: &[u8],
-        rows: [PackedRow<'_>; R],
-    ) -> [[f32; GROUP]; R] {
+        rows: &[PackedRow<'_>; R],
+        out: &mut [[f32; GROUP]; R],
+    ) {
         let blocks = group.len() / 2304;
         // SAFETY: super-block `b < blocks` spans `group[2304 b .. 2304 (b + 1)]`: 64 bytes of
         // f16 scales, then 35 64-byte vectors, all inside it; row reads are
@@ -344,11 +346,9 @@ mod vnni {
                         _mm512_fnmadd_ps(_mm512_mul_ps(dmin, dx), _mm512_cvtepi32_ps(msum), *acc);
                 }
             }
-            let mut out = [[0.0f32; GROUP]; R];
             for (o, a) in out.iter_mut().zip(acc) {
                 _mm512_storeu_ps(o.as_mut_ptr(), a);
             }
-            out
         }
     }
 
@@ -359,8 +359,9 @@ mod vnni {
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
     pub(super) unsafe fn q6_k<const R: usize>(
         group: &[u8],
-        rows: [PackedRow<'_>; R],
-    ) -> [[f32; GROUP]; R] {
+        rows: &[PackedRow<'_>; R],
+        out: &mut [[f32; GROUP]; R],
+    ) {
         let blocks = group.len() / 3360;
         // SAFETY: super-block `b < blocks` spans `group[3360 b .. 3360 (b + 1)]`: 32 bytes of
         // f16 scales, 256 of sub-block scales, 32 low-nibble and 16 high-bit 64-byte vectors,
@@ -417,11 +418,9 @@ mod vnni {
                     *acc = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx), _mm512_cvtepi32_ps(isum), *acc);
                 }
             }
-            let mut out = [[0.0f32; GROUP]; R];
             for (o, a) in out.iter_mut().zip(acc) {
                 _mm512_storeu_ps(o.as_mut_ptr(), a);
             }
-            out
         }
     }
 }
