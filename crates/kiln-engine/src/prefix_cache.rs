@@ -86,11 +86,18 @@ impl PrefixCache {
         Some((shared, copy))
     }
 
-    /// Keeps `cache`, which holds the positions of `tokens`.
-    pub fn insert(&mut self, mut tokens: Vec<u32>, cache: KvCache, now: Instant) {
+    /// Keeps `cache`, which holds the positions of `tokens`; gives it back if not kept (too
+    /// short or too long to keep, or already held by a longer entry).
+    #[must_use = "a cache not kept can serve a new sequence"]
+    pub fn insert(
+        &mut self,
+        mut tokens: Vec<u32>,
+        cache: KvCache,
+        now: Instant,
+    ) -> Option<KvCache> {
         tokens.truncate(cache.len());
         if tokens.len() < MIN_REUSE || tokens.len() > self.max_positions {
-            return;
+            return Some(cache);
         }
         // An entry that is a prefix of the new one adds nothing.
         self.entries.retain(|e| {
@@ -105,7 +112,7 @@ impl PrefixCache {
             let mut entry = self.entries.remove(i);
             entry.last_used = now;
             self.entries.push(entry);
-            return;
+            return Some(cache);
         }
         self.entries.push(Entry {
             tokens,
@@ -115,5 +122,6 @@ impl PrefixCache {
         while self.positions() > self.max_positions {
             self.entries.remove(0);
         }
+        None
     }
 }

@@ -151,6 +151,43 @@ fn greedy_text_is_the_same_alone_and_in_a_batch() {
 }
 
 #[test]
+fn a_finished_sequence_s_cache_serves_the_next_one_without_changing_the_text() {
+    let prompts = [
+        "The capital of France is",
+        "Once upon a time, in a small village by the sea,",
+        "The capital of France is",
+    ];
+    let texts = |engine: &GenerationEngine, prompts: &[&str]| -> Vec<String> {
+        prompts
+            .iter()
+            .map(|p| collect(engine.submit(request(engine, p, 24, &[])).unwrap()).0)
+            .collect()
+    };
+    // A fresh engine per prompt: every sequence starts in a new cache.
+    let fresh: Vec<String> = prompts
+        .iter()
+        .map(|p| {
+            let engine = GenerationEngine::start("smol", model(), GenerationConfig::default());
+            texts(&engine, &[p])
+        })
+        .collect::<Vec<_>>()
+        .concat();
+    // One engine, no prefix cache: the second and third prompts start in the emptied cache
+    // of the one before (a longer one, then a shorter one): any position left over would
+    // change their text.
+    let engine = GenerationEngine::start(
+        "smol",
+        model(),
+        GenerationConfig {
+            prefix_cache_tokens: 0,
+            ..GenerationConfig::default()
+        },
+    );
+    assert_eq!(texts(&engine, &prompts), fresh);
+    assert_eq!(engine.recycled_kv_caches(), 2);
+}
+
+#[test]
 fn a_shared_prompt_prefix_is_reused_without_changing_the_text() {
     let prefix = "You are a helpful assistant who knows a lot about pottery, kilns and glazes. \
                   Answer in two sentences.\n";
