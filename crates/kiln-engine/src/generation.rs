@@ -263,12 +263,15 @@ struct Scheduler<'a> {
     gauges: &'a Gauges,
     /// Caches of finished sequences, for prompts that share their prefix.
     prefix: PrefixCache,
-    /// Caches of finished sequences that the prefix cache did not keep, emptied, for new
-    /// sequences: their memory is mapped already, where a new cache's pages are faulted in and
-    /// zeroed by the kernel as it grows, on the step's thread while the other kernel threads
-    /// wait (5.6% of the samples with 8 SmolLM2 streams, perf 2026-12-03). At most
-    /// `max_sequences`; dropped before an idle release.
+    /// Caches of finished sequences that the prefix cache did not keep (or let go), emptied,
+    /// for new sequences: their memory is mapped already, where a new cache's pages are
+    /// faulted in and zeroed by the kernel as it grows, on the step's thread while the other
+    /// kernel threads wait (5.6% of the samples with 8 SmolLM2 streams, perf 2026-12-03). At
+    /// most `max_sequences` of them, allocating at most [`SPARE_POSITIONS`] positions' bytes
+    /// in all; dropped before an idle release.
     spare: Vec<KvCache>,
+    /// Bytes the spare caches hold allocated.
+    spare_bytes: usize,
     /// When to hand freed memory back to the OS once idle.
     idle: IdleRelease,
     /// The last step's logits, kept for the next step while sequences run (a batch's logits
@@ -286,6 +289,7 @@ impl<'a> Scheduler<'a> {
             gauges,
             prefix: PrefixCache::new(config.prefix_cache_tokens, config.prefix_cache_ttl),
             spare: Vec::new(),
+            spare_bytes: 0,
             idle: IdleRelease::new(config.release_memory_after),
             logits: Vec::new(),
         }
@@ -314,16 +318,17 @@ impl<'a> Scheduler<'a> {
             if self.idle.due().is_some_and(|due| due <= now) {
                 // Spare caches go first, so the release returns their memory too.
                 self.spare = Vec::new();
+                self.spare_bytes = 0;
             }
             self.idle.release_if_due(now);
         }
     }
 
     /// Keeps a sequence's cache for later prompts that share its tokens, or else, emptied, for
-    /// the next new sequence.
+    /// the next new sequence (as are caches the prefix cache lets go).
     fn retire(&mut self, s: Sequence) {
         let unkept = if self.config.prefix_cache_tokens == 0 {
-            Some(s.cache)
+            vec![s.cache]
         } else {
             let tokens: Vec<u32> = s
                 .job
@@ -336,9 +341,14 @@ impl<'a> Scheduler<'a> {
                 .collect();
             self.prefix.insert(tokens, s.cache, Instant::now())
         };
-        if let Some(mut cache) = unkept {
-            if self.spare.len() < self.config.max_sequences {
-                cache.clear();
+        for mut cache in unkept {
+            let position_bytes = cache.bytes() / cache.len().max(1);
+            cache.clear();
+            let size = cache.allocated_bytes();
+            if self.spare.len() < self.config.max_sequences
+                && self.spare_bytes + size <= SPARE_POSITIONS * position_bytes
+            {
+                self.spare_bytes += size;
                 self.spare.push(cache);
             }
         }
@@ -348,6 +358,7 @@ impl<'a> Scheduler<'a> {
     fn empty_cache(&mut self, capacity: usize) -> KvCache {
         match self.spare.pop() {
             Some(mut cache) => {
+                self.spare_bytes -= cache.allocated_bytes();
                 cache.set_capacity(capacity);
                 self.gauges.recycled.fetch_add(1, Ordering::Relaxed);
                 cache
@@ -388,6 +399,10 @@ impl<'a> Scheduler<'a> {
                 .into_iter()
                 .partition(|s| s.job.events.is_closed());
             self.running = kept;
+            if !gone.is_empty() {
+                // Their caches may become spares: a release falls due for them too.
+                self.idle.worked(Instant::now());
+            }
             for s in gone {
                 self.retire(s);
             }
@@ -527,6 +542,10 @@ impl<'a> Scheduler<'a> {
         );
     }
 }
+
+/// Positions' worth of bytes that spare KV caches may hold allocated in all (as many as the
+/// prefix cache keeps by default): a few caches of long sequences, or many short ones.
+const SPARE_POSITIONS: usize = 4096;
 
 /// KV positions a request may need.
 fn reservation(r: &GenerationRequest) -> usize {

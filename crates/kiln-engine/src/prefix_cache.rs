@@ -86,23 +86,23 @@ impl PrefixCache {
         Some((shared, copy))
     }
 
-    /// Keeps `cache`, which holds the positions of `tokens`; gives it back if not kept (too
-    /// short or too long to keep, or already held by a longer entry).
-    #[must_use = "a cache not kept can serve a new sequence"]
-    pub fn insert(
-        &mut self,
-        mut tokens: Vec<u32>,
-        cache: KvCache,
-        now: Instant,
-    ) -> Option<KvCache> {
+    /// Keeps `cache`, which holds the positions of `tokens`; returns the caches let go: this
+    /// one if not kept (too short or too long to keep, or already held by a longer entry), and
+    /// entries it replaced or pushed out.
+    #[must_use = "a cache let go can serve a new sequence"]
+    pub fn insert(&mut self, mut tokens: Vec<u32>, cache: KvCache, now: Instant) -> Vec<KvCache> {
         tokens.truncate(cache.len());
         if tokens.len() < MIN_REUSE || tokens.len() > self.max_positions {
-            return Some(cache);
+            return vec![cache];
         }
         // An entry that is a prefix of the new one adds nothing.
-        self.entries.retain(|e| {
-            !(e.tokens.len() <= tokens.len() && tokens[..e.tokens.len()] == e.tokens[..])
-        });
+        let (dropped, kept): (Vec<Entry>, Vec<Entry>) = std::mem::take(&mut self.entries)
+            .into_iter()
+            .partition(|e| {
+                e.tokens.len() <= tokens.len() && tokens[..e.tokens.len()] == e.tokens[..]
+            });
+        self.entries = kept;
+        let mut let_go: Vec<KvCache> = dropped.into_iter().map(|e| e.cache).collect();
         if let Some(i) = self
             .entries
             .iter()
@@ -112,7 +112,8 @@ impl PrefixCache {
             let mut entry = self.entries.remove(i);
             entry.last_used = now;
             self.entries.push(entry);
-            return Some(cache);
+            let_go.push(cache);
+            return let_go;
         }
         self.entries.push(Entry {
             tokens,
@@ -120,8 +121,8 @@ impl PrefixCache {
             last_used: now,
         });
         while self.positions() > self.max_positions {
-            self.entries.remove(0);
+            let_go.push(self.entries.remove(0).cache);
         }
-        None
+        let_go
     }
 }

@@ -185,6 +185,18 @@ fn a_finished_sequence_s_cache_serves_the_next_one_without_changing_the_text() {
     );
     assert_eq!(texts(&engine, &prompts), fresh);
     assert_eq!(engine.recycled_kv_caches(), 2);
+    // A prefix cache too small for two of these sequences: each new entry pushes the last one
+    // out, and the third prompt starts in that let-go cache.
+    let engine = GenerationEngine::start(
+        "smol",
+        model(),
+        GenerationConfig {
+            prefix_cache_tokens: 48,
+            ..GenerationConfig::default()
+        },
+    );
+    assert_eq!(texts(&engine, &prompts), fresh);
+    assert!(engine.recycled_kv_caches() >= 1);
 }
 
 #[test]

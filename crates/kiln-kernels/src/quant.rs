@@ -337,7 +337,9 @@ crate::cpu::multiversion! {
 
 /// One block of [`quantize_blocks`]: returns the f16-rounded scale, `d · Σq` and `Σq`. The
 /// maximum magnitude is taken in 8 lanes, then across them (a maximum is exact in any order;
-/// NaNs are passed over).
+/// NaNs are passed over). A block whose largest magnitude is so small (below about 4e-37) that
+/// `127 / max` overflows quantizes to zeros: its `f16` scale is 0 anyway, so the layer's output
+/// is the same as ggml's (whose values there overflow).
 #[inline(always)]
 pub(crate) fn quantize_block(b: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
     let mut lanes = [0.0f32; 8];
@@ -348,13 +350,25 @@ pub(crate) fn quantize_block(b: &[f32], q: &mut [i8]) -> (f32, f32, i32) {
     }
     let amax = lanes.iter().fold(0.0f32, |m, &v| m.max(v));
     let scale = amax / 127.0;
-    let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let id = inverse_scale(amax);
     let total = round_values(b, id, q);
     (
         round_to_f16(scale),
         round_to_f16(scale * total as f32),
         total,
     )
+}
+
+/// `127 / amax`, or 0 where that is not finite (a block of zeros, or of values so small that the
+/// quotient overflows).
+#[inline(always)]
+pub(crate) fn inverse_scale(amax: f32) -> f32 {
+    let id = 127.0 / amax;
+    if id.is_finite() {
+        id
+    } else {
+        0.0
+    }
 }
 
 /// `quantize_row`'s scales, `d · Σq`, sums and values, for other modules' tests.

@@ -71,12 +71,14 @@ pub(crate) fn quantize_block_q8_k_plain(b: &[f32], q: &mut [i8], bsums: &mut [i3
             max = v;
         }
     }
-    if amax == 0.0 {
+    let iscale = -127.0 / max;
+    if !iscale.is_finite() {
+        // All zeros, or values so small (below about 4e-37) that the scale's inverse
+        // overflows: zeros, with a zero scale.
         q.fill(0);
         bsums.fill(0);
         return 0.0;
     }
-    let iscale = -127.0 / max;
     // |iscale · v| <= 127 for every value of the block, so no value needs clamping.
     crate::quant::scale_round(b, iscale, q);
     for (s, c) in bsums.iter_mut().zip(q.chunks_exact(16)) {

@@ -490,7 +490,8 @@ pub(crate) mod vnni {
         // (then 32 of minimums for Q4_1, or 64 of fifth-bit masks for Q5_0), then 4 (Q4_1,
         // Q5_0) or 8 (Q8_0) 64-byte chunks, all inside it; row reads
         // are `q[32 b .. 32 b + 32]` and index `b` of the scale and sum slices, which the caller
-        // guarantees exist; the features are the caller's duty.
+        // guarantees exist; each store writes one row's `[f32; GROUP]` (16 values) of `out`;
+        // the features are the caller's duty.
         unsafe {
             let mask = _mm512_set1_epi8(0x0f);
             let bit4 = _mm512_set1_epi8(0x10);

@@ -246,7 +246,8 @@ mod vnni {
         // SAFETY: super-block `b < blocks` spans `group[2304 b .. 2304 (b + 1)]`: 64 bytes of
         // f16 scales, then 35 64-byte vectors, all inside it; row reads are
         // `q[256 b .. 256 b + 256]`, `sum[16 b .. 16 b + 16]` and `d[b]`, which the caller
-        // guarantees exist; the features are the caller's duty.
+        // guarantees exist; each store writes one row's `[f32; GROUP]` (16 values) of `out`;
+        // the features are the caller's duty.
         unsafe {
             let nibble = _mm512_set1_epi8(0x0f);
             let (low6, low4, low2) = (
@@ -365,7 +366,7 @@ mod vnni {
         let blocks = group.len() / 3360;
         // SAFETY: super-block `b < blocks` spans `group[3360 b .. 3360 (b + 1)]`: 32 bytes of
         // f16 scales, 256 of sub-block scales, 32 low-nibble and 16 high-bit 64-byte vectors,
-        // all inside it (`Q6_HIGH + 16 · 64 = 3360`); row reads as in `q4_k`.
+        // all inside it (`Q6_HIGH + 16 · 64 = 3360`); row reads and stores as in `q4_k`.
         unsafe {
             let (m4, m30) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x30));
             let mut acc = [_mm512_setzero_ps(); R];

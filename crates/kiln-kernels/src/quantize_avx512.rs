@@ -41,7 +41,7 @@ pub(crate) unsafe fn quantize_blocks(
             }
             let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
             let scale = amax / 127.0;
-            let id = _mm512_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+            let id = _mm512_set1_ps(crate::quant::inverse_scale(amax));
             // Round half to even (the rounding mode is named, not read from MXCSR).
             const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
             let r0 = _mm512_cvt_roundps_epi32::<NEAREST>(_mm512_mul_ps(v0, id));
@@ -80,22 +80,25 @@ pub(crate) unsafe fn quantize_block_q8_k(b: &[f32], q: &mut [i8], bsums: &mut [i
             return crate::quant_blocks::quantize_block_q8_k_plain(b, q, bsums);
         }
         let amax = _mm512_reduce_max_ps(acc);
-        if amax == 0.0 {
+        // The first value of that magnitude, with its sign (none for a block of zeros).
+        let wanted = _mm512_set1_ps(amax);
+        let mut max = 0.0;
+        if amax != 0.0 {
+            for i in 0..16 {
+                let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(at(i)), wanted);
+                if hit != 0 {
+                    max = b[16 * i + hit.trailing_zeros() as usize];
+                    break;
+                }
+            }
+        }
+        let iscale = -127.0 / max;
+        if !iscale.is_finite() {
+            // As the plain code: all zeros, or too small for the scale's inverse.
             q.fill(0);
             bsums.fill(0);
             return 0.0;
         }
-        // The first value of that magnitude, with its sign.
-        let wanted = _mm512_set1_ps(amax);
-        let mut max = 0.0;
-        for i in 0..16 {
-            let hit = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(_mm512_abs_ps(at(i)), wanted);
-            if hit != 0 {
-                max = b[16 * i + hit.trailing_zeros() as usize];
-                break;
-            }
-        }
-        let iscale = -127.0 / max;
         let scale = _mm512_set1_ps(iscale);
         const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
         for (i, s) in bsums.iter_mut().enumerate() {
@@ -117,9 +120,9 @@ mod tests {
             && std::arch::is_x86_feature_detected!("avx512bw")
     }
 
-    /// Blocks of every kind the kernels must agree on: random magnitudes from 1e-6 to 1e4,
+    /// Blocks of every kind the kernels must agree on: random magnitudes from 1e-8 to 1e6,
     /// values whose scaled form is a tie, all zeros, a largest magnitude held by both signs,
-    /// and infinities and NaNs.
+    /// infinities and NaNs, and values so small that `127 / max` overflows.
     fn cases(len: usize) -> Vec<Vec<f32>> {
         let mut seed = 0x9e37_79b9u32;
         let mut next = move || {
@@ -150,6 +153,15 @@ mod tests {
                 3 => x[next() as usize % len] = f32::INFINITY,
                 4 => x[next() as usize % len] = f32::NAN,
                 5 => x[next() as usize % len] = f32::NEG_INFINITY,
+                6 => {
+                    for (i, v) in x.iter_mut().enumerate() {
+                        *v = if i % 3 == 0 {
+                            0.0
+                        } else {
+                            (i as f32 - 100.0) * 1e-40
+                        };
+                    }
+                }
                 _ => {}
             }
             out.push(x);

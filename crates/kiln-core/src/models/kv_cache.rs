@@ -38,6 +38,11 @@ impl<T> Rows<T> {
     fn bytes(&self) -> usize {
         (self.keys.len() + self.values.len()) * std::mem::size_of::<T>()
     }
+
+    /// Bytes allocated.
+    fn allocated_bytes(&self) -> usize {
+        (self.keys.capacity() + self.values.capacity()) * std::mem::size_of::<T>()
+    }
 }
 
 /// One layer's rows: `f32`, or `f16` bits.
@@ -69,6 +74,14 @@ impl Layer {
         match self {
             Layer::F32(r) => r.bytes(),
             Layer::F16(r) => r.bytes(),
+        }
+    }
+
+    /// Bytes allocated.
+    fn allocated_bytes(&self) -> usize {
+        match self {
+            Layer::F32(r) => r.allocated_bytes(),
+            Layer::F16(r) => r.allocated_bytes(),
         }
     }
 }
@@ -114,9 +127,18 @@ impl KvCache {
         matches!(self.layers.first(), Some(Layer::F16(_)))
     }
 
-    /// Forgets every position (keeps the allocation).
+    /// Forgets every position, and any values pushed without [`KvCache::advance`] (keeps the
+    /// allocation): the cache is as good as new, for another sequence.
     pub fn clear(&mut self) {
-        self.truncate(0);
+        for l in &mut self.layers {
+            l.truncate(0);
+        }
+        self.len = 0;
+    }
+
+    /// Bytes allocated for keys and values (at least [`KvCache::bytes`]).
+    pub fn allocated_bytes(&self) -> usize {
+        self.layers.iter().map(Layer::allocated_bytes).sum()
     }
 
     /// Keeps only the first `len` positions (a shared prompt prefix, for reuse).
@@ -224,7 +246,14 @@ mod tests {
         assert_eq!(narrow.len(), 3);
         assert_eq!(contents(&narrow, 1).0.len(), 3 * 6);
         assert_eq!(contents(&wide, 1), contents(&narrow, 1));
+        // Values pushed without `advance` (a step cut short) go too.
+        narrow.push(0, &[0.5; 6], &[0.25; 6]);
         narrow.clear();
         assert!(narrow.is_empty() && narrow.bytes() == 0);
+        assert!(narrow.allocated_bytes() > 0, "the allocation stays");
+        wide.clear();
+        wide.push(1, &[0.5; 6], &[0.25; 6]);
+        wide.clear();
+        assert!(wide.is_empty() && wide.bytes() == 0);
     }
 }
