@@ -127,7 +127,7 @@ impl KvCache {
         matches!(self.layers.first(), Some(Layer::F16(_)))
     }
 
-    /// Forgets every position, and any values pushed without [`KvCache::advance`] (keeps the
+    /// Forgets every position, and any values pushed but not yet counted as one (keeps the
     /// allocation): the cache is as good as new, for another sequence.
     pub fn clear(&mut self) {
         for l in &mut self.layers {
