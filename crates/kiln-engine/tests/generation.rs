@@ -20,6 +20,18 @@ fn model() -> ChatModel {
     ChatModel::load(&f).unwrap()
 }
 
+/// An engine on SmolLM2 whose prefix cache keeps `tokens` positions (0: none).
+fn engine_with_prefix_cache(tokens: usize) -> GenerationEngine {
+    GenerationEngine::start(
+        "smol",
+        model(),
+        GenerationConfig {
+            prefix_cache_tokens: tokens,
+            ..GenerationConfig::default()
+        },
+    )
+}
+
 fn request(
     engine: &GenerationEngine,
     prompt: &str,
@@ -175,26 +187,12 @@ fn a_finished_sequence_s_cache_serves_the_next_one_without_changing_the_text() {
     // One engine, no prefix cache: the second and third prompts start in the emptied cache
     // of the one before (a longer one, then a shorter one): any position left over would
     // change their text.
-    let engine = GenerationEngine::start(
-        "smol",
-        model(),
-        GenerationConfig {
-            prefix_cache_tokens: 0,
-            ..GenerationConfig::default()
-        },
-    );
+    let engine = engine_with_prefix_cache(0);
     assert_eq!(texts(&engine, &prompts), fresh);
     assert_eq!(engine.recycled_kv_caches(), 2);
     // A prefix cache too small for two of these sequences: each new entry pushes the last one
     // out, and the third prompt starts in that let-go cache.
-    let engine = GenerationEngine::start(
-        "smol",
-        model(),
-        GenerationConfig {
-            prefix_cache_tokens: 48,
-            ..GenerationConfig::default()
-        },
-    );
+    let engine = engine_with_prefix_cache(48);
     assert_eq!(texts(&engine, &prompts), fresh);
     assert!(engine.recycled_kv_caches() >= 1);
 }
@@ -209,14 +207,7 @@ fn a_shared_prompt_prefix_is_reused_without_changing_the_text() {
         format!("{prefix}Question: what is a glaze?\nAnswer:"),
     ];
     let run = |cache_tokens: usize| {
-        let engine = GenerationEngine::start(
-            "smol",
-            model(),
-            GenerationConfig {
-                prefix_cache_tokens: cache_tokens,
-                ..GenerationConfig::default()
-            },
-        );
+        let engine = engine_with_prefix_cache(cache_tokens);
         let texts: Vec<String> = prompts
             .iter()
             .map(|p| collect(engine.submit(request(&engine, p, 24, &[])).unwrap()).0)

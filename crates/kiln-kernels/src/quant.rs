@@ -287,6 +287,23 @@ fn quantize_row(x: &[f32]) -> QuantRow {
 /// If `x` is not whole blocks, `q` not as long as `x`, or `d`, `s` or `sum` not one value per
 /// block.
 pub fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], sum: &mut [i32]) {
+    check_block_counts(x, q, d, s, sum);
+    #[cfg(target_arch = "x86_64")]
+    if crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
+        // SAFETY: simd_level() reports AVX-512 only when the CPU has AVX-512 F and BW; the
+        // lengths were checked above, as the kernel requires.
+        return unsafe { crate::quantize_avx512::quantize_blocks(x, q, d, s, sum) };
+    }
+    quantize_blocks_plain(x, q, d, s, sum)
+}
+
+/// The lengths [`quantize_blocks`] requires: `x` whole blocks, `q` as long as `x`, and `d`, `s`
+/// and `sum` one value per block.
+///
+/// # Panics
+/// If they do not hold.
+#[inline(always)]
+fn check_block_counts(x: &[f32], q: &[i8], d: &[f32], s: &[f32], sum: &[i32]) {
     let blocks = x.len() / BLOCK;
     assert!(
         x.len() == blocks * BLOCK
@@ -296,13 +313,6 @@ pub fn quantize_blocks(x: &[f32], q: &mut [i8], d: &mut [f32], s: &mut [f32], su
             && sum.len() == blocks,
         "block counts"
     );
-    #[cfg(target_arch = "x86_64")]
-    if crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
-        // SAFETY: simd_level() reports AVX-512 only when the CPU has AVX-512 F and BW; the
-        // lengths were checked above, as the kernel requires.
-        return unsafe { crate::quantize_avx512::quantize_blocks(x, q, d, s, sum) };
-    }
-    quantize_blocks_plain(x, q, d, s, sum)
 }
 
 crate::cpu::multiversion! {
@@ -319,15 +329,7 @@ crate::cpu::multiversion! {
         s: &mut [f32],
         sum: &mut [i32],
     ) {
-        let blocks = x.len() / BLOCK;
-        assert!(
-            x.len() == blocks * BLOCK
-                && q.len() == x.len()
-                && d.len() == blocks
-                && s.len() == blocks
-                && sum.len() == blocks,
-            "block counts"
-        );
+        check_block_counts(x, q, d, s, sum);
         let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK));
         for ((((b, q), d), s), sum) in blocks.zip(d).zip(s).zip(sum) {
             (*d, *s, *sum) = quantize_block(b, q);
