@@ -1,5 +1,6 @@
 //! Quantized dense layers at SmolLM2-135M's shapes (hidden 576, FFN 1536, vocabulary 49152)
-//! for 1, 4 and 8 rows (decoding 1, 4 or 8 sequences at once) and 64 rows (a prompt chunk).
+//! for 1, 4, 8 and 16 rows (decoding as many sequences at once), 64 rows and 256 rows (a prompt
+//! chunk; the engine prefills 256 positions at a time).
 //! Where this CPU packs a matrix (`kiln_kernels::quant_packed`), the packed layer is timed
 //! beside the ggml-row layer.
 //!
@@ -71,7 +72,7 @@ fn main() {
         (QuantFormat::Q6K, 2048, 640, "gemma down"),
         (QuantFormat::Q4K, 1024, 640, "gemma attn output"),
     ];
-    for rows in [1usize, 4, 8, 64] {
+    for rows in [1usize, 4, 8, 16, 64, 256] {
         for &(format, k, n, name) in &shapes {
             let data = weights(format, n, k);
             let bytes = data.len();

@@ -14,6 +14,8 @@ pub mod memory;
 pub mod norm;
 pub mod parallel;
 pub mod quant;
+#[cfg(target_arch = "x86_64")]
+mod quant_amx;
 pub mod quant_blocks;
 pub mod quant_packed;
 mod quant_packed_k;

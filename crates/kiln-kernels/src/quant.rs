@@ -697,6 +697,20 @@ impl QuantLinear {
         let data = self.data();
         let group_bytes = k / self.format.block_len() * self.format.block_bytes() * GROUP;
         let format = self.format;
+        #[cfg(target_arch = "x86_64")]
+        if crate::quant_amx::pays(format, rows_in.len()) {
+            use crate::quant_amx::{groups_rows, TileInput, TileScratch};
+            let input = TileInput::gather(&rows_in, k / self.format.block_len());
+            return Filler {
+                n,
+                chunk: (n / GROUP).div_ceil(threads() * 4).max(1) * GROUP,
+                fill: Box::new(move |start, end, parts| {
+                    let groups = &data[start / GROUP * group_bytes..end / GROUP * group_bytes];
+                    let mut scratch = TileScratch::default();
+                    groups_rows(format, groups, &input, &mut scratch, parts, 0);
+                }),
+            };
+        }
         Filler {
             n,
             // Chunks of whole groups.

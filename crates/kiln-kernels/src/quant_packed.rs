@@ -56,12 +56,12 @@ pub fn packs(format: QuantFormat, out_features: usize, in_features: usize) -> bo
 }
 
 /// Bytes of one group's block (16 columns).
-fn group_block_bytes(format: QuantFormat) -> usize {
+pub(crate) fn group_block_bytes(format: QuantFormat) -> usize {
     GROUP * format.block_bytes()
 }
 
 /// Where the f16 scales end and the value chunks begin in a group's block.
-fn chunks_start(format: QuantFormat) -> usize {
+pub(crate) fn chunks_start(format: QuantFormat) -> usize {
     match format {
         // 16 scales, then 16 minimums.
         QuantFormat::Q4_1 => 64,
@@ -457,12 +457,22 @@ pub(crate) mod vnni {
         }
     }
 
-    /// Kernel selector for Q4_1.
-    pub(super) const SEL_Q4_1: u8 = 0;
+    /// Kernel selector for Q4_1 (also the tile kernels' in `quant_amx`).
+    pub(crate) const SEL_Q4_1: u8 = 0;
     /// Kernel selector for Q5_0.
-    pub(super) const SEL_Q5_0: u8 = 1;
+    pub(crate) const SEL_Q5_0: u8 = 1;
     /// Kernel selector for Q8_0.
-    pub(super) const SEL_Q8_0: u8 = 2;
+    pub(crate) const SEL_Q8_0: u8 = 2;
+
+    /// The format a kernel selector stands for.
+    pub(crate) const fn selected(sel: u8) -> QuantFormat {
+        match sel {
+            SEL_Q4_1 => QuantFormat::Q4_1,
+            SEL_Q5_0 => QuantFormat::Q5_0,
+            SEL_Q8_0 => QuantFormat::Q8_0,
+            _ => panic!("no such kernel"),
+        }
+    }
 
     /// One group's 16 outputs for `R` rows, for the format `F` selects.
     ///
@@ -476,12 +486,7 @@ pub(crate) mod vnni {
         rows: &[PackedRow<'_>; R],
         out: &mut [[f32; GROUP]; R],
     ) {
-        let format = match F {
-            SEL_Q4_1 => QuantFormat::Q4_1,
-            SEL_Q5_0 => QuantFormat::Q5_0,
-            SEL_Q8_0 => QuantFormat::Q8_0,
-            _ => unreachable!("no such kernel"),
-        };
+        let format = selected(F);
         let gbb = group_block_bytes(format);
         let blocks = group.len() / gbb;
         let start = chunks_start(format);
@@ -661,9 +666,10 @@ mod tests {
         }
     }
 
-    /// A packed layer against the same layer on ggml rows, for 1 to 19 input rows (tiles and
-    /// a remainder, one thread and several): within float rounding, and each row's outputs
-    /// independent of the other rows of the call.
+    /// A packed layer against the same layer on ggml rows, for 1 to 70 input rows (tiles and
+    /// a remainder, one thread and several, and where the CPU has AMX the tile kernels' row
+    /// counts): within float rounding, and each row's outputs independent of the other rows of
+    /// the call (bit for bit, whichever kernel the row count picks).
     #[test]
     fn packed_layer_matches_the_row_layout() {
         for format in FORMATS {
@@ -673,10 +679,10 @@ mod tests {
             pack_in_place(format, n, k, &mut packed);
             let rows = QuantLinear::new(format, ggml, n, k);
             let fast = QuantLinear::from_shared_packed(format, Arc::new(packed), 0, n, k);
-            let x = input(19, k, 2);
+            let x = input(70, k, 2);
             let mut alone = vec![0.0; n];
             fast.forward(&x[..k], 1, &mut alone);
-            for m in [1, 3, 8, 19] {
+            for m in [1, 3, 8, 19, 70] {
                 let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
                 rows.forward(&x[..m * k], m, &mut want);
                 fast.forward(&x[..m * k], m, &mut got);
