@@ -11,7 +11,7 @@
 //! assembly, the CPU is asked with `cpuid`, and Linux must grant the process the tile state
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM)`) before the first tile instruction.
 
-use crate::quant::QuantFormat;
+use crate::quant::{QuantFormat, BLOCK};
 use crate::quant_packed::{PackedRow, GROUP};
 
 /// Input rows in one tile.
@@ -20,7 +20,8 @@ const TILE_ROWS: usize = 16;
 /// Blocks whose sums the tile kernel forms and scales at a time. The sums of two chunks (one
 /// being scaled while the next is formed) must stay in the L1 cache beside the group's weight
 /// tiles: with two buffers of all 18 blocks (36 KiB, SmolLM2's 576 inputs) the tile work alone
-/// took 22 ns per block and tile against 11.5 with one buffer (scaling left out, one thread);
+/// took 22 ns per block and tile against 11.5 with one such buffer, which stays in L1 (scaling
+/// left out, one thread);
 /// with the scaling, chunks of 2 blocks ran a 256-row layer in 1150 µs, of 4 in 1210-1240 and
 /// of 8 in 1255-1280.
 const CHUNK: usize = 2;
@@ -32,6 +33,9 @@ const HALF: usize = 8;
 #[derive(Clone, Copy)]
 #[repr(align(64))]
 struct TileSums([[i32; GROUP]; TILE_ROWS]);
+
+/// Bytes of one block's input tile: 16 rows of 32 values.
+const A_TILE_BYTES: usize = TILE_ROWS * BLOCK;
 
 /// Bytes of one block's weight tile: 8 rows of 16 columns × 4 values.
 const B_TILE_BYTES: usize = 512;
@@ -112,8 +116,10 @@ fn request_tile_state() -> bool {
     }
 }
 
-/// A zeroed buffer of `len` bytes whose returned offset is 64-byte aligned: tile rows that
-/// straddle cache lines load at half speed or worse.
+/// A zeroed buffer of `len` elements (and spare ones) and the offset of its first element on a
+/// 64-byte boundary, from where the `len` elements are used: tile rows that straddle cache
+/// lines load slower. For the byte types used here the boundary is always within the spare
+/// 64 elements (`min` only keeps the slice in bounds otherwise, unaligned).
 fn aligned<T: Copy + Default>(len: usize) -> (Vec<T>, usize) {
     let spare = 64 / std::mem::size_of::<T>();
     let v = vec![T::default(); len + spare];
@@ -128,7 +134,10 @@ pub(crate) struct TileInput {
     rows: usize,
     /// 32-value blocks per row.
     blocks: usize,
-    /// `[padded rows, 32 · blocks]` values, from `q_at` (64-byte aligned).
+    /// The values, from `q_at` (64-byte aligned), tile by tile and block by block: tile `i`'s
+    /// block `b` is the 16 rows' 32 values in a run of [`A_TILE_BYTES`] at
+    /// `(i · blocks + b) · A_TILE_BYTES` (a tile load then reads 8 whole cache lines in order,
+    /// not 16 lines a row apart).
     q: Vec<i8>,
     /// Where the values start in `q`.
     q_at: usize,
@@ -145,7 +154,7 @@ impl TileInput {
     /// If a row holds fewer blocks.
     pub(crate) fn gather(rows: &[PackedRow<'_>], blocks: usize) -> Self {
         let padded = rows.len().next_multiple_of(TILE_ROWS);
-        let k = blocks * crate::quant::BLOCK;
+        let k = blocks * BLOCK;
         let (q, q_at) = aligned(padded * k);
         let mut x = TileInput {
             rows: rows.len(),
@@ -156,7 +165,11 @@ impl TileInput {
             s: vec![0.0; padded * blocks],
         };
         for (r, row) in rows.iter().enumerate() {
-            x.q[q_at + r * k..q_at + (r + 1) * k].copy_from_slice(&row.q[..k]);
+            for (b, values) in row.q[..k].chunks_exact(BLOCK).enumerate() {
+                let at =
+                    q_at + ((r / TILE_ROWS) * blocks + b) * A_TILE_BYTES + (r % TILE_ROWS) * BLOCK;
+                x.q[at..at + BLOCK].copy_from_slice(values);
+            }
             x.d[r * blocks..(r + 1) * blocks].copy_from_slice(&row.d[..blocks]);
             if !row.s.is_empty() {
                 x.s[r * blocks..(r + 1) * blocks].copy_from_slice(&row.s[..blocks]);
@@ -220,8 +233,8 @@ pub(crate) fn groups_rows(
     scratch.scales.resize(x.blocks, [0.0; GROUP]);
     scratch.minimums.resize(x.blocks, [0.0; GROUP]);
     let out = &mut out[..x.rows];
-    // SAFETY: available() checked AMX-TILE and the tile state.
-    unsafe { amx::configure() };
+    // Released when dropped, also if a panic unwinds through here.
+    let _tiles = amx::Configured::new();
     for (g, group) in groups.chunks_exact(group_bytes).enumerate() {
         macro_rules! run {
             ($f:expr) => {
@@ -250,13 +263,11 @@ pub(crate) fn groups_rows(
             _ => run!(amx::SEL_Q8_0),
         }
     }
-    // SAFETY: as above.
-    unsafe { amx::release() };
 }
 
 /// The tile kernel.
 mod amx {
-    use super::{TileInput, TileSums, B_TILE_BYTES, CHUNK, GROUP, HALF, TILE_ROWS};
+    use super::{TileInput, TileSums, A_TILE_BYTES, B_TILE_BYTES, CHUNK, GROUP, HALF, TILE_ROWS};
     use crate::quant::BLOCK;
     use crate::quant_packed::{chunks_start, group_block_bytes};
     use std::arch::asm;
@@ -282,41 +293,49 @@ mod amx {
         c
     }
 
-    /// Loads the tile configuration ([`config`]) on this thread.
-    ///
-    /// # Safety
-    /// The CPU must have AMX-TILE and the process the tile state.
-    pub(super) unsafe fn configure() {
-        let cfg = config();
-        // SAFETY: the caller's duty; `ldtilecfg` reads the 64 bytes of `cfg`.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly)) };
+    /// This thread's tiles configured ([`config`]) while it lives; dropping it returns them to
+    /// their initial state.
+    pub(super) struct Configured(());
+
+    impl Configured {
+        /// Loads the tile configuration on this thread.
+        ///
+        /// # Panics
+        /// If the tile kernels are not [`super::available`].
+        pub(super) fn new() -> Self {
+            assert!(super::available(), "no tile kernel");
+            let cfg = config();
+            // SAFETY: available() checked AMX-TILE and that Linux granted the tile state;
+            // `ldtilecfg` reads the 64 bytes of `cfg`, a valid palette-1 configuration (reserved
+            // bytes zero, at most 16 rows and 64 bytes a row per tile).
+            unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly)) };
+            Configured(())
+        }
     }
 
-    /// Returns this thread's tiles to their initial state (no configuration).
-    ///
-    /// # Safety
-    /// The CPU must have AMX-TILE and the process the tile state.
-    pub(super) unsafe fn release() {
-        // SAFETY: the caller's duty; `tilerelease` touches no memory.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    impl Drop for Configured {
+        fn drop(&mut self) {
+            // SAFETY: `new` checked AMX-TILE and the tile state; `tilerelease` touches no memory.
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
     }
 
-    /// The integer sums of a block and (if `pair`) the next of 16 input rows whose block
-    /// bytes start at `a` (`k` bytes apart) against the weight tile(s) at `w`, stored to `s`
-    /// (and the entry after it).
+    /// The integer sums of a block's input tile at `a` (16 rows of 32 values, `stride` = 32
+    /// bytes apart) and (if `pair`) the next block's (the next 512 bytes) against the weight tile(s)
+    /// at `w`, stored to `s` (and the entry after it).
     ///
     /// # Safety
-    /// The tiles are configured ([`config`]); each row holds 32 (a pair: 64) bytes from `a`,
-    /// `w` one (two) weight tiles, and `s` one (two) entries.
+    /// The tiles are [`Configured`]; `a` holds one (a pair: two) input tiles, `w`
+    /// one (two) weight tiles, and `s` one (two) entries.
     #[inline(always)]
-    unsafe fn products(a: *const i8, k: usize, w: *const u8, s: *mut TileSums, pair: bool) {
+    unsafe fn products(a: *const i8, stride: usize, w: *const u8, s: *mut TileSums, pair: bool) {
         // SAFETY: the caller's duty (see above); the tile instructions touch only these bytes.
         unsafe {
             if pair {
                 asm!(
-                    "tileloadd tmm2, [{a} + {k}*1]",
+                    "tileloadd tmm2, [{a} + {stride}*1]",
                     "tileloadd tmm4, [{w} + {row}*1]",
-                    "tileloadd tmm3, [{a} + {k}*1 + 32]",
+                    "tileloadd tmm3, [{a} + {stride}*1 + 512]",
                     "tileloadd tmm5, [{w} + {row}*1 + 512]",
                     "tilezero tmm0",
                     "tilezero tmm1",
@@ -325,7 +344,7 @@ mod amx {
                     "tilestored [{s} + {row}*1], tmm0",
                     "tilestored [{s} + {row}*1 + 1024], tmm1",
                     a = in(reg) a,
-                    k = in(reg) k,
+                    stride = in(reg) stride,
                     w = in(reg) w,
                     row = in(reg) 64usize,
                     s = in(reg) s,
@@ -333,13 +352,13 @@ mod amx {
                 );
             } else {
                 asm!(
-                    "tileloadd tmm2, [{a} + {k}*1]",
+                    "tileloadd tmm2, [{a} + {stride}*1]",
                     "tileloadd tmm4, [{w} + {row}*1]",
                     "tilezero tmm0",
                     "tdpbssd tmm0, tmm2, tmm4",
                     "tilestored [{s} + {row}*1], tmm0",
                     a = in(reg) a,
-                    k = in(reg) k,
+                    stride = in(reg) stride,
                     w = in(reg) w,
                     row = in(reg) 64usize,
                     s = in(reg) s,
@@ -354,8 +373,8 @@ mod amx {
     ///
     /// # Safety
     /// The CPU must have AVX-512 F/BW, FMA, F16C, AMX-TILE and AMX-INT8, the process the tile
-    /// state and this thread the tiles [`configure`]d; `group` is `x.blocks` whole group blocks of the format, `weights` holds
-    /// `x.blocks · B_TILE_BYTES` bytes, `sums` `2 · x.blocks` entries and `scales` and
+    /// state and this thread the tiles [`Configured`]; `group` is `x.blocks` whole group blocks of the format, `weights` holds
+    /// `x.blocks · B_TILE_BYTES` bytes, `sums` `2 · CHUNK` entries and `scales` and
     /// `minimums` `x.blocks`.
     // Index loops over the blocks: written with iterators (`enumerate().take().skip()`), a
     // 256-row layer took 1800 µs instead of 1150 (one thread).
@@ -385,9 +404,9 @@ mod amx {
         let sums = sums.as_mut_ptr();
         // SAFETY: block `b < blocks` of the group spans `group[b·gbb .. (b+1)·gbb]` (scales,
         // Q4_1 minimums or Q5_0 masks, then 64-byte chunks from `start`); weight tile `b` is
-        // `weights[b·512 .. (b+1)·512]`; tile `i < tiles` of input rows reads bytes
-        // `32 b .. 32 b + 32` (and the next 32 for a pair `b + 1 < blocks`) of rows
-        // `16 i .. 16 i + 16 <= padded` (`k` apart, from `q_at`) of `x.q`, and the sums of
+        // `weights[b·512 .. (b+1)·512]`; tile `i < tiles` of input rows reads its block `b`
+        // as `x.q[q_at + (i · blocks + b) · 512 ..][..512]` (and the next 512 for a pair
+        // `b + 1 < blocks`), inside `padded · k` bytes from `q_at`, and the sums of
         // block `b` of chunk `c` (blocks `first = c · CHUNK .. end`, `end <= blocks`) at step
         // `s` go to entry `(s % 2) · CHUNK + b - first` (and the next for a pair, `b + 1 <
         // end`) of `sums`, below `2 · CHUNK`; the scalar reads index rows below `padded` and
@@ -437,7 +456,8 @@ mod amx {
                 }
             }
             let w = weights.as_ptr();
-            let rows_at = |i: usize| x.q.as_ptr().add(x.q_at + i * TILE_ROWS * k);
+            let tile_at =
+                |i: usize, b: usize| x.q.as_ptr().add(x.q_at + (i * blocks + b) * A_TILE_BYTES);
             // Steps of (tile of rows, chunk of blocks), in order; step `s`'s sums go to half
             // `s % 2` of `sums`.
             let chunks = blocks.div_ceil(CHUNK);
@@ -450,8 +470,8 @@ mod amx {
                 let mut b = first;
                 while b < end {
                     // `buf` holds the chunk's blocks from `first`.
-                    let (a, wt) = (rows_at(i).add(b * BLOCK), w.add(b * B_TILE_BYTES));
-                    products(a, k, wt, buf.add(b - first), b + 1 < end);
+                    let (a, wt) = (tile_at(i, b), w.add(b * B_TILE_BYTES));
+                    products(a, BLOCK, wt, buf.add(b - first), b + 1 < end);
                     b += 2;
                 }
             };
@@ -520,8 +540,8 @@ mod tests {
     use crate::quant::f32_to_half;
     use crate::quant_packed::{group_dots, pack_in_place};
 
-    /// The tile kernel against the plain `group_dots`, bit for bit: every format, 16 to 37
-    /// rows (whole tiles and padding), Q4_1 minimums of both signs.
+    /// The tile kernel against the plain `group_dots`, bit for bit: every format, 9 and 10
+    /// blocks, 16 to 37 rows (whole tiles and padding), Q4_1 minimums of both signs.
     #[test]
     fn tile_kernel_equals_the_plain_group_dots() {
         if !available() {
@@ -535,8 +555,11 @@ mod tests {
             s ^= s << 5;
             s
         };
-        for format in [QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q8_0] {
-            let (blocks, bb) = (10, format.block_bytes());
+        let formats = [QuantFormat::Q4_1, QuantFormat::Q5_0, QuantFormat::Q8_0];
+        // An even and an odd block count: blocks go to the tile unit in pairs, the last of an
+        // odd count alone.
+        for (format, blocks) in formats.into_iter().flat_map(|f| [(f, 10), (f, 9)]) {
+            let bb = format.block_bytes();
             let k = blocks * 32;
             let mut w: Vec<u8> = (0..GROUP * blocks * bb).map(|_| next() as u8).collect();
             let scales: &[usize] = if format == QuantFormat::Q4_1 {
