@@ -71,20 +71,16 @@ pub(crate) fn available() -> bool {
 /// needs no offset work and the tile kernel's scaling has the minimums' part on top, so Q4_1
 /// waits for 64 rows.
 pub(crate) fn pays(format: QuantFormat, rows: usize) -> bool {
-    let min_rows = match format {
-        QuantFormat::Q4_1 => 64,
-        QuantFormat::Q5_0 | QuantFormat::Q8_0 => TILE_ROWS,
-        _ => return false,
-    };
-    rows >= min_rows && available()
+    min_rows(format).is_some_and(|min| rows >= min) && available()
 }
 
-/// Whether `format` has a tile kernel.
-fn supports(format: QuantFormat) -> bool {
-    matches!(
-        format,
-        QuantFormat::Q4_1 | QuantFormat::Q5_0 | QuantFormat::Q8_0
-    )
+/// The fewest rows for which `format`'s tile kernel pays (see [`pays`]), if it has one.
+fn min_rows(format: QuantFormat) -> Option<usize> {
+    match format {
+        QuantFormat::Q4_1 => Some(64),
+        QuantFormat::Q5_0 | QuantFormat::Q8_0 => Some(TILE_ROWS),
+        _ => None,
+    }
 }
 
 /// CPUID leaf 7: AMX-TILE (EDX bit 24) and AMX-INT8 (EDX bit 25).
@@ -216,7 +212,7 @@ pub(crate) fn groups_rows(
     out: &mut [&mut [f32]],
     col: usize,
 ) {
-    assert!(available() && supports(format), "no tile kernel");
+    assert!(available() && min_rows(format).is_some(), "no tile kernel");
     let group_bytes = x.blocks * GROUP * format.block_bytes();
     assert!(
         group_bytes > 0 && groups.len().is_multiple_of(group_bytes),
@@ -273,7 +269,9 @@ mod amx {
     use std::arch::asm;
     use std::arch::x86_64::*;
 
-    pub(super) use crate::quant_packed::vnni::{selected, SEL_Q4_1, SEL_Q5_0, SEL_Q8_0};
+    pub(super) use crate::quant_packed::vnni::{
+        selected, unpack_block, SEL_Q4_1, SEL_Q5_0, SEL_Q8_0,
+    };
 
     /// The tile configuration (palette 1), two sets for two blocks at a time: tiles 0 and 1 the
     /// 16 × 16 sums (64-byte rows), tiles 2 and 3 the 16 input rows' 32 bytes of a block, tiles
@@ -331,8 +329,22 @@ mod amx {
     unsafe fn products(a: *const i8, stride: usize, w: *const u8, s: *mut TileSums, pair: bool) {
         // SAFETY: the caller's duty (see above); the tile instructions touch only these bytes.
         unsafe {
+            // The operands both forms share.
+            macro_rules! tile_asm {
+                ($($line:literal),*) => {
+                    asm!(
+                        $($line),*,
+                        a = in(reg) a,
+                        stride = in(reg) stride,
+                        w = in(reg) w,
+                        row = in(reg) 64usize,
+                        s = in(reg) s,
+                        options(nostack),
+                    )
+                };
+            }
             if pair {
-                asm!(
+                tile_asm!(
                     "tileloadd tmm2, [{a} + {stride}*1]",
                     "tileloadd tmm4, [{w} + {row}*1]",
                     "tileloadd tmm3, [{a} + {stride}*1 + 512]",
@@ -342,27 +354,15 @@ mod amx {
                     "tdpbssd tmm0, tmm2, tmm4",
                     "tdpbssd tmm1, tmm3, tmm5",
                     "tilestored [{s} + {row}*1], tmm0",
-                    "tilestored [{s} + {row}*1 + 1024], tmm1",
-                    a = in(reg) a,
-                    stride = in(reg) stride,
-                    w = in(reg) w,
-                    row = in(reg) 64usize,
-                    s = in(reg) s,
-                    options(nostack),
+                    "tilestored [{s} + {row}*1 + 1024], tmm1"
                 );
             } else {
-                asm!(
+                tile_asm!(
                     "tileloadd tmm2, [{a} + {stride}*1]",
                     "tileloadd tmm4, [{w} + {row}*1]",
                     "tilezero tmm0",
                     "tdpbssd tmm0, tmm2, tmm4",
-                    "tilestored [{s} + {row}*1], tmm0",
-                    a = in(reg) a,
-                    stride = in(reg) stride,
-                    w = in(reg) w,
-                    row = in(reg) 64usize,
-                    s = in(reg) s,
-                    options(nostack),
+                    "tilestored [{s} + {row}*1], tmm0"
                 );
             }
         }
@@ -428,27 +428,14 @@ mod amx {
                     let mw = _mm512_cvtph_ps(_mm256_loadu_si256(blk.add(32) as *const __m256i));
                     _mm512_storeu_ps(minimums[b].as_mut_ptr(), mw);
                 }
-                let mut w = [_mm512_setzero_si512(); 8];
-                if F == SEL_Q8_0 {
-                    // Stored plus 128 as unsigned bytes: the signed values are the bytes with
-                    // the top bit flipped.
-                    for (j, w) in w.iter_mut().enumerate() {
-                        let raw = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
-                        *w = _mm512_xor_si512(raw, top);
-                    }
-                } else {
-                    for j in 0..4 {
-                        let raw = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
-                        w[j] = _mm512_and_si512(raw, mask);
-                        w[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
-                    }
-                    if F == SEL_Q5_0 {
-                        // Five bits stored plus 16: the signed values.
-                        for (g, w) in w.iter_mut().enumerate() {
-                            let bits = (blk.add(32 + 8 * g) as *const u64).read_unaligned();
-                            let high = _mm512_and_si512(_mm512_movm_epi8(bits), bit4);
-                            *w = _mm512_sub_epi8(_mm512_or_si512(*w, high), bit4);
-                        }
+                // As stored (unsigned), then as signed values: Q8_0's bytes (plus 128) with the
+                // top bit flipped, Q5_0's five bits (plus 16) minus 16.
+                let mut w = unpack_block::<F>(blk, start, mask, bit4);
+                for w in w.iter_mut() {
+                    if F == SEL_Q8_0 {
+                        *w = _mm512_xor_si512(*w, top);
+                    } else if F == SEL_Q5_0 {
+                        *w = _mm512_sub_epi8(*w, bit4);
                     }
                 }
                 for (j, w) in w.iter().enumerate() {

@@ -474,6 +474,48 @@ pub(crate) mod vnni {
         }
     }
 
+    /// A group block's weights as 8 vectors of unsigned bytes, vector `g` holding values
+    /// `4g..4g+4` of each of the 16 columns as stored (Q5_0 plus 16, Q8_0 plus 128);
+    /// `start` is where the format's value chunks begin, `mask` is 0x0f and `bit4` 0x10 in
+    /// every byte (hoisted by the callers).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F/BW, and `blk` must point at a whole group block of the
+    /// format `F` selects.
+    #[inline(always)]
+    pub(crate) unsafe fn unpack_block<const F: u8>(
+        blk: *const u8,
+        start: usize,
+        mask: __m512i,
+        bit4: __m512i,
+    ) -> [__m512i; 8] {
+        // SAFETY: the caller's duty: the loads read the block's 64-byte chunks from `start`
+        // and (Q5_0) its eight 8-byte masks from byte 32, all inside the group block.
+        unsafe {
+            let mut w = [_mm512_setzero_si512(); 8];
+            if F == SEL_Q8_0 {
+                for (j, w) in w.iter_mut().enumerate() {
+                    *w = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
+                }
+                return w;
+            }
+            for j in 0..4 {
+                let raw = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
+                w[j] = _mm512_and_si512(raw, mask);
+                w[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
+            }
+            if F == SEL_Q5_0 {
+                // Bit `4c + i` of mask `g` is byte `4c + i`'s fifth bit (16).
+                for (g, w) in w.iter_mut().enumerate() {
+                    let bits = (blk.add(32 + 8 * g) as *const u64).read_unaligned();
+                    let high = _mm512_and_si512(_mm512_movm_epi8(bits), bit4);
+                    *w = _mm512_or_si512(*w, high);
+                }
+            }
+            w
+        }
+    }
+
     /// One group's 16 outputs for `R` rows, for the format `F` selects.
     ///
     /// # Safety
@@ -490,7 +532,7 @@ pub(crate) mod vnni {
         let gbb = group_block_bytes(format);
         let blocks = group.len() / gbb;
         let start = chunks_start(format);
-        let (q4, q5) = (F == SEL_Q4_1, F == SEL_Q5_0);
+        let q4 = F == SEL_Q4_1;
         // SAFETY: block `b < blocks` spans `group[b·gbb .. (b+1)·gbb]`: 32 bytes of scales
         // (then 32 of minimums for Q4_1, or 64 of fifth-bit masks for Q5_0), then 4 (Q4_1,
         // Q5_0) or 8 (Q8_0) 64-byte chunks, all inside it; row reads
@@ -508,26 +550,7 @@ pub(crate) mod vnni {
                     prefetch(blk, gbb);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
-                let mut w = [_mm512_setzero_si512(); 8];
-                if q4 || q5 {
-                    for j in 0..4 {
-                        let raw = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
-                        w[j] = _mm512_and_si512(raw, mask);
-                        w[j + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
-                    }
-                    if q5 {
-                        // Bit `4c + i` of mask `g` is byte `4c + i`'s fifth bit (16).
-                        for (g, w) in w.iter_mut().enumerate() {
-                            let bits = (blk.add(32 + 8 * g) as *const u64).read_unaligned();
-                            let high = _mm512_and_si512(_mm512_movm_epi8(bits), bit4);
-                            *w = _mm512_or_si512(*w, high);
-                        }
-                    }
-                } else {
-                    for (j, w) in w.iter_mut().enumerate() {
-                        *w = _mm512_loadu_si512(blk.add(start + 64 * j) as *const __m512i);
-                    }
-                }
+                let w = unpack_block::<F>(blk, start, mask, bit4);
                 for (r, row) in rows.iter().enumerate() {
                     let x = row.q.as_ptr().add(b * BLOCK) as *const i32;
                     // Q5_0 weights are stored plus 16 and Q8_0 weights plus 128: start from
