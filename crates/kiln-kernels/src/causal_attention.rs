@@ -8,6 +8,9 @@
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
 use crate::quant::half_to_f32;
 
+#[cfg(target_arch = "x86_64")]
+mod prefill;
+
 /// One sequence's cached keys and values, `kv_heads * head_dim` values per position.
 #[derive(Debug, Clone, Copy)]
 pub enum CacheView<'a> {
@@ -113,6 +116,10 @@ pub fn causal_cached(
         "queries"
     );
     assert!(cache.len() >= (start + rows) * kv_w, "cache");
+    #[cfg(target_arch = "x86_64")]
+    if prefill::applies(shape, rows) {
+        return prefill::causal_rows(shape, queries, q_stride, cache, start, out);
+    }
     let work = rows * (start + rows) * q_w * 4;
     let row = |r: usize, o: &mut [f32]| {
         let q = &queries[r * q_stride..r * q_stride + q_w];
@@ -238,38 +245,61 @@ fn attend<T: CacheValue>(
                 probs[h * n + i] = score(&q[head * d..(head + 1) * d], k) * shape.scale;
             }
         }
-        for row in probs.chunks_exact_mut(n) {
-            softmax(row, shape.f16_probs);
-        }
-        // The weighted values, 64 outputs of up to 4 heads at a time, summed in registers
-        // (summing into `out` would make each position wait for the previous one's store).
-        for (c, rows) in probs.chunks(4 * n).enumerate() {
-            let h0 = kv * group + 4 * c;
-            for c0 in (0..d).step_by(PV_CHUNK) {
-                let width = PV_CHUNK.min(d - c0);
-                let at = first * kv_w + off + c0;
-                let v = &values[at..];
-                let o = &mut out[h0 * d + c0..];
-                macro_rules! sums {
-                    ($h:literal) => {{
-                        #[cfg(target_arch = "x86_64")]
-                        if avx512 && width == PV_CHUNK {
-                            // SAFETY: simd_level() reported AVX-512F; `rows` holds `$h` rows
-                            // of `n` probabilities and `v` the `n` value rows of `PV_CHUNK`
-                            // values, `kv_w` apart.
-                            let s = unsafe { avx512::weighted::<T, $h>(rows, n, v, kv_w) };
-                            put(&s, d, width, o);
-                            continue;
-                        }
-                        put(&weighted::<T, $h>(rows, n, v, kv_w, width), d, width, o)
-                    }};
-                }
-                match rows.len() / n {
-                    1 => sums!(1),
-                    2 => sums!(2),
-                    3 => sums!(3),
-                    _ => sums!(4),
-                }
+        finish(shape, &mut probs, n, values, first, kv, out);
+    }
+}
+
+/// The rest of one row's attention for key/value head `kv`, its `group` query heads' scores
+/// (row `h` of `probs`, `n` positions from `first`) in hand: softmax, then the weighted values
+/// into those heads' outputs in `out`.
+#[inline(always)]
+fn finish<T: CacheValue>(
+    shape: &CausalShape,
+    probs: &mut [f32],
+    n: usize,
+    values: &[T],
+    first: usize,
+    kv: usize,
+    out: &mut [f32],
+) {
+    let d = shape.head_dim;
+    let kv_w = shape.kv_heads * d;
+    let group = shape.heads / shape.kv_heads;
+    let off = kv * d;
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512;
+    let probs = &mut probs[..group * n];
+    for row in probs.chunks_exact_mut(n) {
+        softmax(row, shape.f16_probs);
+    }
+    // The weighted values, 64 outputs of up to 4 heads at a time, summed in registers
+    // (summing into `out` would make each position wait for the previous one's store).
+    for (c, rows) in probs.chunks(4 * n).enumerate() {
+        let h0 = kv * group + 4 * c;
+        for c0 in (0..d).step_by(PV_CHUNK) {
+            let width = PV_CHUNK.min(d - c0);
+            let at = first * kv_w + off + c0;
+            let v = &values[at..];
+            let o = &mut out[h0 * d + c0..];
+            macro_rules! sums {
+                ($h:literal) => {{
+                    #[cfg(target_arch = "x86_64")]
+                    if avx512 && width == PV_CHUNK {
+                        // SAFETY: simd_level() reported AVX-512F; `rows` holds `$h` rows
+                        // of `n` probabilities and `v` the `n` value rows of `PV_CHUNK`
+                        // values, `kv_w` apart.
+                        let s = unsafe { avx512::weighted::<T, $h>(rows, n, v, kv_w) };
+                        put(&s, d, width, o);
+                        continue;
+                    }
+                    put(&weighted::<T, $h>(rows, n, v, kv_w, width), d, width, o)
+                }};
+            }
+            match rows.len() / n {
+                1 => sums!(1),
+                2 => sums!(2),
+                3 => sums!(3),
+                _ => sums!(4),
             }
         }
     }
@@ -513,7 +543,7 @@ mod avx512 {
     /// The CPU must have AVX-512F, and `p` must point at 16 readable values.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn load16<T: CacheValue>(p: *const T) -> __m512 {
+    pub(super) unsafe fn load16<T: CacheValue>(p: *const T) -> __m512 {
         // Folded at compile time: `T` is 2 bytes (f16 bits) when `T::F16`, else 4 (`f32`).
         assert!(std::mem::size_of::<T>() == if T::F16 { 2 } else { 4 });
         // SAFETY: the caller's duty; `T` is `u16` (f16 bits) when `T::F16`, else `f32` (sizes
@@ -530,7 +560,7 @@ mod avx512 {
     /// The transpose of a 16 × 16 matrix held as 16 rows.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
+    pub(super) fn transpose16(r: [__m512; 16]) -> [__m512; 16] {
         // Plain loops: written with `std::array::from_fn` closures, the shuffles were compiled
         // as calls (seen in perf) once the caller became generic.
         // Within each 128-bit lane: pairs, then quads of rows.
@@ -694,6 +724,70 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// A prompt chunk's rows attended together (on AVX-512: over keys transposed once, two
+    /// rows and up to four heads at a time) give the bits of attending them one by one: `f32`
+    /// and `f16` caches, head widths 16 to 256, 1 to 7 heads per key/value head, windows,
+    /// chunks starting on and off a 16-position boundary, odd and even row counts.
+    #[test]
+    fn prompt_chunks_equal_row_by_row_attention_bit_for_bit() {
+        use crate::quant::f32_to_half;
+        let f = |i: usize, salt: usize| (((i * 7919 + salt * 104_729) % 1009) as f32 / 100.9) - 5.0;
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (heads, kv_heads, head_dim, window, f16) in [
+            (9, 3, 64, None, true),
+            (4, 1, 256, Some(21), true),
+            (14, 2, 64, None, true),
+            (4, 4, 16, None, false),
+            (8, 1, 32, Some(37), false),
+            (6, 2, 48, None, false),
+        ] {
+            let shape = CausalShape {
+                heads,
+                kv_heads,
+                head_dim,
+                window,
+                scale: 0.125,
+                f16_probs: f16,
+            };
+            let (q_w, kv_w) = (heads * head_dim, kv_heads * head_dim);
+            for (start, rows) in [(0, 8), (5, 9), (40, 33), (96, 20)] {
+                let kv = (start + rows) * kv_w;
+                let round = |v: f32| if f16 { round_to_f16(v) } else { v };
+                let keys: Vec<f32> = (0..kv).map(|i| round(f(i, 1))).collect();
+                let values: Vec<f32> = (0..kv).map(|i| round(f(i, 2))).collect();
+                let stride = q_w + 3;
+                let queries: Vec<f32> = (0..rows * stride).map(|i| f(i, 3)).collect();
+                let (k16, v16): (Vec<u16>, Vec<u16>) = (
+                    keys.iter().map(|&v| f32_to_half(v)).collect(),
+                    values.iter().map(|&v| f32_to_half(v)).collect(),
+                );
+                let cache = if f16 {
+                    CacheView::F16 {
+                        keys: &k16,
+                        values: &v16,
+                    }
+                } else {
+                    CacheView::F32 {
+                        keys: &keys,
+                        values: &values,
+                    }
+                };
+                let mut together = vec![f32::NAN; rows * q_w];
+                causal_cached(&shape, &queries, stride, cache, start, &mut together);
+                let mut alone = vec![f32::NAN; rows * q_w];
+                for (r, o) in alone.chunks_mut(q_w).enumerate() {
+                    causal_cached(&shape, &queries[r * stride..], stride, cache, start + r, o);
+                }
+                assert_eq!(
+                    bits(&together),
+                    bits(&alone),
+                    "{shape:?}, start {start}, {rows} rows"
+                );
+                assert!(alone.iter().all(|v| v.is_finite()));
             }
         }
     }
