@@ -14,6 +14,14 @@ from common import (NEW_TOKENS, RUNS, STREAM_TOKENS, STREAMS, decode_prompt, emi
                     rss_mib, short_prompt)
 
 
+def cpu_features():
+    """The instruction sets this llama.cpp build uses, from its own system info."""
+    info = llama_cpp.llama_print_system_info()
+    info = info.decode() if isinstance(info, bytes) else str(info)
+    parts = (p.split("=") for p in info.split("|") if "=" in p)
+    return " ".join(k.split()[-1] for k, v in parts if v.strip() == "1")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -53,7 +61,7 @@ def main():
         "ttft_short_ms": ttft_short * 1e3, "ttft_long_ms": ttft_long * 1e3,
         "decode_tps": statistics.median(d[1] for d in decode), "decode_tokens": [d[2] for d in decode],
         "aggregate_tps": agg, "rss_loaded_mib": rss_loaded, "rss_peak_mib": rss_peak,
-        "notes": "llama-cpp-python in process, 2 threads, built from source with GGML_NATIVE=ON (AVX-512 VNNI); streams served one after another",
+        "notes": f"llama-cpp-python in process, 2 threads, built from source (CPU features: {cpu_features()}); streams served one after another",
     })
 
 

@@ -127,6 +127,64 @@ fn main() {
             gflops
         );
     }
+    // A prompt chunk's attention (256 new rows after `start` cached positions, the engine's
+    // chunk) over an f16 cache: SmolLM2-135M's heads (9 of 64 over 3) and Gemma 3 270M's (4 of
+    // 256 over 1), the chunk in one call (its keys transposed once, on AVX-512) beside the same
+    // rows one call each (the decode-row kernel, on this thread); the results are the same bits.
+    for (name, heads, kv_heads, d) in [("9/3x64", 9usize, 3usize, 64usize), ("4/1x256", 4, 1, 256)]
+    {
+        for start in [0usize, 256] {
+            let rows = 256;
+            let shape = CausalShape {
+                heads,
+                kv_heads,
+                head_dim: d,
+                window: None,
+                scale: 0.125,
+                f16_probs: true,
+            };
+            let (q_w, kv_w) = (heads * d, kv_heads * d);
+            let half = |v: Vec<f32>| -> Vec<u16> {
+                v.iter()
+                    .map(|&x| kiln_kernels::quant::f32_to_half(x))
+                    .collect()
+            };
+            let n = start + rows;
+            let (keys, values) = (half(data(n * kv_w)), half(data(n * kv_w + 7)[7..].to_vec()));
+            let q = data(rows * q_w);
+            let mut out = vec![0.0; rows * q_w];
+            let cache = CacheView::F16 {
+                keys: &keys,
+                values: &values,
+            };
+            let chunk = median_us(
+                || causal_cached(&shape, black_box(&q), q_w, cache, start, &mut out),
+                20,
+            );
+            let by_row = median_us(
+                || {
+                    for (r, o) in out.chunks_mut(q_w).enumerate() {
+                        causal_cached(&shape, black_box(&q[r * q_w..]), q_w, cache, start + r, o);
+                    }
+                },
+                20,
+            );
+            // Single rows never split over threads: the ratio compares like with like only on
+            // one thread.
+            let ratio = if kiln_kernels::parallel::threads() == 1 {
+                format!("{:.2}x", by_row / chunk)
+            } else {
+                "RAYON_NUM_THREADS=1 to compare".to_string()
+            };
+            println!(
+                "{:<40} {:>12.1} {:>10.1}   row by row {:.1} us ({ratio})",
+                format!("prompt attention {name} 256 after {start}"),
+                chunk,
+                4.0 * (heads * d * rows * (start + rows / 2)) as f64 / chunk / 1e3,
+                by_row,
+            );
+        }
+    }
     for rows in [12usize, 128, 384] {
         for (k, n) in [(384usize, 1152usize), (384, 384), (384, 1536), (1536, 384)] {
             let lin = Linear::from_torch(&data(n * k), Some(data(n)), n, k);
