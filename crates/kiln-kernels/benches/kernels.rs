@@ -158,9 +158,19 @@ fn main() {
                 values: &values,
             };
             let chunk = median_us(
-                || causal_cached(&shape, black_box(&q), q_w, cache, start, &mut out),
+                || {
+                    causal_cached(
+                        &shape,
+                        black_box(&q),
+                        q_w,
+                        cache,
+                        start,
+                        black_box(&mut out),
+                    )
+                },
                 20,
             );
+            let chunk_out = out.clone();
             let by_row = median_us(
                 || {
                     for (r, o) in out.chunks_mut(q_w).enumerate() {
@@ -168,6 +178,13 @@ fn main() {
                     }
                 },
                 20,
+            );
+            assert!(
+                chunk_out
+                    .iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "the chunk and its rows one by one differ"
             );
             // Single rows never split over threads: the ratio compares like with like only on
             // one thread.

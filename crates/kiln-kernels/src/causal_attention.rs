@@ -99,7 +99,7 @@ pub struct CausalShape {
 /// already written). Writes `[rows, heads * head_dim]` into `out`.
 ///
 /// # Panics
-/// If the slices are shorter than the shape and row count require.
+/// If `out` is not whole rows, or the slices are shorter than the shape and row count require.
 pub fn causal_cached(
     shape: &CausalShape,
     queries: &[f32],
@@ -109,6 +109,7 @@ pub fn causal_cached(
     out: &mut [f32],
 ) {
     let q_w = shape.heads * shape.head_dim;
+    assert!(q_w > 0 && out.len().is_multiple_of(q_w), "whole rows");
     let rows = out.len() / q_w;
     let kv_w = shape.kv_heads * shape.head_dim;
     assert!(
@@ -209,7 +210,7 @@ fn attend<T: CacheValue>(
     let d = shape.head_dim;
     let kv_w = shape.kv_heads * d;
     let group = shape.heads / shape.kv_heads;
-    let first = shape.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+    let first = first_visible(shape, pos);
     let n = pos + 1 - first;
     #[cfg(target_arch = "x86_64")]
     let avx512 = crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512;
@@ -247,6 +248,11 @@ fn attend<T: CacheValue>(
         }
         finish(shape, &mut probs, n, values, first, kv, out);
     }
+}
+
+/// The first position a row at `pos` sees.
+fn first_visible(shape: &CausalShape, pos: usize) -> usize {
+    shape.window.map_or(0, |w| (pos + 1).saturating_sub(w))
 }
 
 /// The rest of one row's attention for key/value head `kv`, its `group` query heads' scores
@@ -730,8 +736,9 @@ mod tests {
 
     /// A prompt chunk's rows attended together (on AVX-512: over keys transposed once, two
     /// rows and up to four heads at a time) give the bits of attending them one by one: `f32`
-    /// and `f16` caches, head widths 16 to 256, 1 to 7 heads per key/value head, windows,
-    /// chunks starting on and off a 16-position boundary, odd and even row counts.
+    /// and `f16` caches, head widths 16 to 256, 1 to 8 heads per key/value head, windows,
+    /// chunks starting on and off a 16-position boundary, row pairs straddling one, odd and
+    /// even row counts.
     #[test]
     fn prompt_chunks_equal_row_by_row_attention_bit_for_bit() {
         use crate::quant::f32_to_half;
@@ -741,6 +748,8 @@ mod tests {
             (9, 3, 64, None, true),
             (4, 1, 256, Some(21), true),
             (14, 2, 64, None, true),
+            (4, 2, 32, Some(16), true),
+            (6, 2, 48, Some(5), true),
             (4, 4, 16, None, false),
             (8, 1, 32, Some(37), false),
             (6, 2, 48, None, false),
@@ -750,11 +759,16 @@ mod tests {
                 kv_heads,
                 head_dim,
                 window,
-                scale: 0.125,
+                // Not a power of two: scaling rounds, so its place in the order matters.
+                scale: 0.3,
                 f16_probs: f16,
             };
             let (q_w, kv_w) = (heads * head_dim, kv_heads * head_dim);
-            for (start, rows) in [(0, 8), (5, 9), (40, 33), (96, 20)] {
+            for (start, rows) in [(0, 8), (5, 9), (15, 20), (40, 33), (96, 20)] {
+                #[cfg(target_arch = "x86_64")]
+                if crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512 {
+                    assert!(prefill::applies(&shape, rows), "the chunk kernel is tested");
+                }
                 let kv = (start + rows) * kv_w;
                 let round = |v: f32| if f16 { round_to_f16(v) } else { v };
                 let keys: Vec<f32> = (0..kv).map(|i| round(f(i, 1))).collect();

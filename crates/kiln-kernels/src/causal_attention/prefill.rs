@@ -4,7 +4,7 @@
 //! row kernel's ([`super::score`]: 16 lane sums in order, then the lanes in order), so the
 //! results are the same bits as attending row by row.
 
-use super::{finish, CacheValue, CacheView, CausalShape};
+use super::{finish, first_visible, CacheValue, CacheView, CausalShape};
 use crate::parallel::PARALLEL_FLOP_THRESHOLD;
 use std::arch::x86_64::*;
 
@@ -40,6 +40,11 @@ pub(super) fn causal_rows(
     start: usize,
     out: &mut [f32],
 ) {
+    // The kernels below run AVX-512 code on the strength of this.
+    assert!(
+        applies(shape, MIN_ROWS),
+        "no prompt-chunk kernel on this CPU"
+    );
     let q_w = shape.heads * shape.head_dim;
     let rows = out.len() / q_w;
     let lowest = first_visible(shape, start);
@@ -66,20 +71,16 @@ pub(super) fn causal_rows(
 }
 
 /// Calls `f(i, chunk)` for the chunks of [`ROWS`] output rows, over the kernel threads when
-/// the work pays for it.
+/// the work pays for it. The last rows see the most positions: they are handed out first, so
+/// that no thread is left with a long one at the end.
 fn each_pair(out: &mut [f32], q_w: usize, work: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let mut chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(ROWS * q_w).enumerate().collect();
+    chunks.reverse();
     if work >= PARALLEL_FLOP_THRESHOLD {
-        crate::parallel::for_each_chunk_mut(out, ROWS * q_w, f);
+        crate::parallel::for_each_mut(&mut chunks, |(i, o)| f(*i, o));
     } else {
-        out.chunks_mut(ROWS * q_w)
-            .enumerate()
-            .for_each(|(i, o)| f(i, o));
+        chunks.iter_mut().for_each(|(i, o)| f(*i, o));
     }
-}
-
-/// The first position a row at `pos` sees.
-fn first_visible(shape: &CausalShape, pos: usize) -> usize {
-    shape.window.map_or(0, |w| (pos + 1).saturating_sub(w))
 }
 
 /// One call's keys, transposed: for each key/value head, blocks of [`LANES`] positions from
@@ -134,8 +135,15 @@ impl KeysT {
     }
 
     /// Block `b` (counted from position 0) of key/value head `kv`.
+    ///
+    /// # Panics
+    /// If the block was not transposed.
     fn block(&self, kv: usize, b: usize) -> &[f32] {
-        let at = (kv * self.blocks + b - self.base / LANES) * self.block_len;
+        let rel = b
+            .checked_sub(self.base / LANES)
+            .filter(|&rel| rel < self.blocks)
+            .expect("a transposed block");
+        let at = (kv * self.blocks + rel) * self.block_len;
         &self.data[at..at + self.block_len]
     }
 }
@@ -147,7 +155,10 @@ impl KeysT {
 /// and `block` `16 · d` (both checked).
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_block<T: CacheValue>(span: &[T], stride: usize, d: usize, block: &mut [f32]) {
-    assert!(d.is_multiple_of(LANES) && span.len() >= (LANES - 1) * stride + d);
+    let need = (LANES - 1)
+        .checked_mul(stride)
+        .and_then(|s| s.checked_add(d));
+    assert!(d.is_multiple_of(LANES) && need.is_some_and(|need| span.len() >= need));
     assert!(block.len() >= LANES * d);
     for c in (0..d).step_by(LANES) {
         // SAFETY: key `p < 16` reads values `c..c + 16` of its `d`, inside `span`; the stores
@@ -197,45 +208,107 @@ unsafe fn attend_rows<T: CacheValue>(
     // Row `r`'s scores: row `h` holds query head `kv · group + h`'s, as `finish` takes them.
     let mut probs: [Vec<f32>; ROWS] = std::array::from_fn(|r| vec![0.0f32; group * n[r]]);
     for kv in 0..shape.kv_heads {
-        for b in first[0] / LANES..=pos[ROWS - 1] / LANES {
-            let block = kt.block(kv, b);
-            let p0 = b * LANES;
-            for h0 in (0..group).step_by(HEADS) {
-                let heads = HEADS.min(group - h0);
-                let mut s = [[[0.0f32; LANES]; HEADS]; ROWS];
-                macro_rules! scores {
-                    ($h:literal) => {{
-                        let qs: [[&[f32]; $h]; ROWS] = std::array::from_fn(|r| {
-                            std::array::from_fn(|h| {
-                                let head = kv * group + h0 + h;
-                                &q[r][head * d..(head + 1) * d]
-                            })
-                        });
-                        scores_t::<$h>(&qs, block, shape.scale, &mut s)
-                    }};
+        for h0 in (0..group).step_by(HEADS) {
+            // Query head `kv · group + h0 + h` of row `r`.
+            let head = |r: usize, h: usize| {
+                let head = kv * group + h0 + h;
+                &q[r][head * d..(head + 1) * d]
+            };
+            let span = Span {
+                kv,
+                h0,
+                first,
+                pos,
+                n,
+            };
+            match HEADS.min(group - h0) {
+                1 => score_heads::<1>(
+                    kt,
+                    &span,
+                    [[head(0, 0)], [head(1, 0)]],
+                    shape.scale,
+                    &mut probs,
+                ),
+                2 => {
+                    let qs = [[head(0, 0), head(0, 1)], [head(1, 0), head(1, 1)]];
+                    score_heads::<2>(kt, &span, qs, shape.scale, &mut probs)
                 }
-                match heads {
-                    1 => scores!(1),
-                    2 => scores!(2),
-                    3 => scores!(3),
-                    _ => scores!(4),
+                3 => {
+                    let qs = [
+                        [head(0, 0), head(0, 1), head(0, 2)],
+                        [head(1, 0), head(1, 1), head(1, 2)],
+                    ];
+                    score_heads::<3>(kt, &span, qs, shape.scale, &mut probs)
                 }
-                for r in 0..ROWS {
-                    // The block's positions this row sees.
-                    let lo = p0.max(first[r]);
-                    let hi = (p0 + LANES).min(pos[r] + 1);
-                    if lo < hi {
-                        for (h, s) in s[r][..heads].iter().enumerate() {
-                            let row = (h0 + h) * n[r];
-                            probs[r][row + lo - first[r]..row + hi - first[r]]
-                                .copy_from_slice(&s[lo - p0..hi - p0]);
-                        }
-                    }
+                _ => {
+                    let qs = [
+                        [head(0, 0), head(0, 1), head(0, 2), head(0, 3)],
+                        [head(1, 0), head(1, 1), head(1, 2), head(1, 3)],
+                    ];
+                    score_heads::<4>(kt, &span, qs, shape.scale, &mut probs)
                 }
             }
         }
         for (r, o) in out.chunks_mut(q_w).enumerate() {
             finish(shape, &mut probs[r], n[r], values, first[r], kv, o);
+        }
+    }
+}
+
+/// Which scores a [`score_heads`] call forms: query heads `h0..` of key/value head `kv`, for
+/// rows at `pos` that see `n` positions from `first`.
+struct Span {
+    /// The key/value head.
+    kv: usize,
+    /// The first query head of the call, counted within the key/value head's group.
+    h0: usize,
+    /// Each row's first visible position.
+    first: [usize; ROWS],
+    /// Each row's position.
+    pos: [usize; ROWS],
+    /// Each row's visible positions.
+    n: [usize; ROWS],
+}
+
+/// The scores of the `H` query heads `qs[r]` of each row over every block either row sees,
+/// into `probs[r]` (row `span.h0 + h` of `n[r]` scores, as [`finish`] takes them).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn score_heads<const H: usize>(
+    kt: &KeysT,
+    span: &Span,
+    qs: [[&[f32]; H]; ROWS],
+    scale: f32,
+    probs: &mut [Vec<f32>; ROWS],
+) {
+    let Span {
+        kv,
+        h0,
+        first,
+        pos,
+        n,
+    } = *span;
+    // Written in full for heads below `H` by every `scores_t` call.
+    let mut s = [[[0.0f32; LANES]; HEADS]; ROWS];
+    for b in first[0] / LANES..=pos[ROWS - 1] / LANES {
+        scores_t::<H>(&qs, kt.block(kv, b), scale, &mut s);
+        let p0 = b * LANES;
+        for r in 0..ROWS {
+            // The block's positions this row sees.
+            let (lo, hi) = (p0.max(first[r]), (p0 + LANES).min(pos[r] + 1));
+            if lo >= hi {
+                continue;
+            }
+            for (h, s) in s[r][..H].iter().enumerate() {
+                let at = (h0 + h) * n[r] + lo - first[r];
+                let dst = &mut probs[r][at..at + hi - lo];
+                // A whole block (most of them) as one fixed-size copy, not a `memcpy` call.
+                if let Ok(dst) = <&mut [f32; LANES]>::try_from(&mut *dst) {
+                    *dst = *s;
+                } else {
+                    dst.copy_from_slice(&s[lo - p0..hi - p0]);
+                }
+            }
         }
     }
 }
@@ -246,7 +319,8 @@ unsafe fn attend_rows<T: CacheValue>(
 /// from zero, then those 16 sums in order).
 ///
 /// # Panics
-/// If a query is not `d = block.len() / 16` values or `d` is not a multiple of 16.
+/// If a query is not `d = block.len() / 16` values, `d` is not a multiple of 16, or `H` is
+/// above [`HEADS`].
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn scores_t<const H: usize>(
@@ -257,14 +331,20 @@ fn scores_t<const H: usize>(
 ) {
     let d = block.len() / LANES;
     assert!(d.is_multiple_of(LANES) && H <= HEADS);
-    assert!(q.iter().flatten().all(|q| q.len() == d));
     let k = block.as_ptr();
-    let qp: [[*const f32; H]; ROWS] = std::array::from_fn(|r| q[r].map(|q| q.as_ptr()));
+    // Plain loops: generic helpers such as `array::from_fn` may stay calls here.
+    let mut qp = [[std::ptr::null::<f32>(); H]; ROWS];
+    for r in 0..ROWS {
+        for h in 0..H {
+            assert!(q[r][h].len() == d, "query width");
+            qp[r][h] = q[r][h].as_ptr();
+        }
+    }
     // SAFETY: the loads read `block[(c + j) · 16 ..][..16]` and `q[r][h][c + j]` for
     // `c + j < d`, inside the slices (checked above); the stores write `out`'s arrays.
     unsafe {
-        // Lane sums `j` of every query, one register of 16 keys each (a macro, not a closure:
-        // a closure would not inherit the target features).
+        // Lane sums `j` of every query, one register of 16 keys each (a macro: the code stays
+        // in this function's body, unrolled over the rows and heads).
         macro_rules! sums {
             ($j:expr) => {{
                 let j = $j;
