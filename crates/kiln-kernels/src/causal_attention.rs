@@ -117,16 +117,16 @@ pub fn causal_cached(
         "queries"
     );
     assert!(cache.len() >= (start + rows) * kv_w, "cache");
+    let parallel = rows > 1 && rows * (start + rows) * q_w * 4 >= PARALLEL_FLOP_THRESHOLD;
     #[cfg(target_arch = "x86_64")]
     if prefill::applies(shape, rows) {
-        return prefill::causal_rows(shape, queries, q_stride, cache, start, out);
+        return prefill::causal_rows(shape, queries, q_stride, cache, start, out, parallel);
     }
-    let work = rows * (start + rows) * q_w * 4;
     let row = |r: usize, o: &mut [f32]| {
         let q = &queries[r * q_stride..r * q_stride + q_w];
         attend_row(shape, q, cache, start + r, o);
     };
-    if work >= PARALLEL_FLOP_THRESHOLD && rows > 1 {
+    if parallel {
         crate::parallel::for_each_chunk_mut(out, q_w, row);
     } else {
         out.chunks_mut(q_w).enumerate().for_each(|(r, o)| row(r, o));

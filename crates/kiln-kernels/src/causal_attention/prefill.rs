@@ -5,7 +5,6 @@
 //! results are the same bits as attending row by row.
 
 use super::{finish, first_visible, CacheValue, CacheView, CausalShape};
-use crate::parallel::PARALLEL_FLOP_THRESHOLD;
 use std::arch::x86_64::*;
 
 /// Positions in one block of transposed keys (one register).
@@ -30,8 +29,8 @@ pub(super) fn applies(shape: &CausalShape, rows: usize) -> bool {
         && crate::cpu::simd_level() == crate::cpu::SimdLevel::Avx512
 }
 
-/// [`super::causal_cached`] for a call that [`applies`]; the caller has checked the slices'
-/// lengths.
+/// [`super::causal_cached`] for a call that [`applies`], split over the kernel threads if
+/// `parallel`; the caller has checked the slices' lengths.
 pub(super) fn causal_rows(
     shape: &CausalShape,
     queries: &[f32],
@@ -39,6 +38,7 @@ pub(super) fn causal_rows(
     cache: CacheView<'_>,
     start: usize,
     out: &mut [f32],
+    parallel: bool,
 ) {
     // The kernels below run AVX-512 code on the strength of this.
     assert!(
@@ -48,35 +48,30 @@ pub(super) fn causal_rows(
     let q_w = shape.heads * shape.head_dim;
     let rows = out.len() / q_w;
     let lowest = first_visible(shape, start);
-    let work = rows * (start + rows) * q_w * 4;
-    match cache {
-        CacheView::F32 { keys, values } => {
-            let kt = KeysT::new(shape, keys, lowest, start + rows);
-            let pair = |i: usize, o: &mut [f32]| {
+    // The same code over either cache type.
+    macro_rules! over {
+        ($keys:expr, $values:expr) => {{
+            let kt = KeysT::new(shape, $keys, lowest, start + rows);
+            each_pair(out, q_w, parallel, |i, o| {
                 // SAFETY: `applies` saw AVX-512 (F, and with it the BW, AVX2 and FMA of
                 // `SimdLevel::Avx512`).
-                unsafe { attend_rows(shape, &kt, queries, q_stride, values, start, i, o) }
-            };
-            each_pair(out, q_w, work, pair);
-        }
-        CacheView::F16 { keys, values } => {
-            let kt = KeysT::new(shape, keys, lowest, start + rows);
-            let pair = |i: usize, o: &mut [f32]| {
-                // SAFETY: as above.
-                unsafe { attend_rows(shape, &kt, queries, q_stride, values, start, i, o) }
-            };
-            each_pair(out, q_w, work, pair);
-        }
+                unsafe { attend_rows(shape, &kt, queries, q_stride, $values, start, i, o) }
+            })
+        }};
+    }
+    match cache {
+        CacheView::F32 { keys, values } => over!(keys, values),
+        CacheView::F16 { keys, values } => over!(keys, values),
     }
 }
 
-/// Calls `f(i, chunk)` for the chunks of [`ROWS`] output rows, over the kernel threads when
-/// the work pays for it. The last rows see the most positions: they are handed out first, so
-/// that no thread is left with a long one at the end.
-fn each_pair(out: &mut [f32], q_w: usize, work: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-    let mut chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(ROWS * q_w).enumerate().collect();
-    chunks.reverse();
-    if work >= PARALLEL_FLOP_THRESHOLD {
+/// Calls `f(i, chunk)` for the chunks of [`ROWS`] output rows, over the kernel threads if
+/// `parallel`. The last rows see the most positions: they are handed out first, so that no
+/// thread is left with a long one at the end.
+fn each_pair(out: &mut [f32], q_w: usize, parallel: bool, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let mut chunks: Vec<(usize, &mut [f32])> =
+        out.chunks_mut(ROWS * q_w).enumerate().rev().collect();
+    if parallel {
         crate::parallel::for_each_mut(&mut chunks, |(i, o)| f(*i, o));
     } else {
         chunks.iter_mut().for_each(|(i, o)| f(*i, o));
@@ -221,32 +216,19 @@ unsafe fn attend_rows<T: CacheValue>(
                 pos,
                 n,
             };
+            // Once per head group and row pair: `from_fn` is not on the per-block path.
+            macro_rules! score {
+                ($h:literal) => {{
+                    let qs: [[&[f32]; $h]; ROWS] =
+                        std::array::from_fn(|r| std::array::from_fn(|h| head(r, h)));
+                    score_heads::<$h>(kt, &span, qs, shape.scale, &mut probs)
+                }};
+            }
             match HEADS.min(group - h0) {
-                1 => score_heads::<1>(
-                    kt,
-                    &span,
-                    [[head(0, 0)], [head(1, 0)]],
-                    shape.scale,
-                    &mut probs,
-                ),
-                2 => {
-                    let qs = [[head(0, 0), head(0, 1)], [head(1, 0), head(1, 1)]];
-                    score_heads::<2>(kt, &span, qs, shape.scale, &mut probs)
-                }
-                3 => {
-                    let qs = [
-                        [head(0, 0), head(0, 1), head(0, 2)],
-                        [head(1, 0), head(1, 1), head(1, 2)],
-                    ];
-                    score_heads::<3>(kt, &span, qs, shape.scale, &mut probs)
-                }
-                _ => {
-                    let qs = [
-                        [head(0, 0), head(0, 1), head(0, 2), head(0, 3)],
-                        [head(1, 0), head(1, 1), head(1, 2), head(1, 3)],
-                    ];
-                    score_heads::<4>(kt, &span, qs, shape.scale, &mut probs)
-                }
+                1 => score!(1),
+                2 => score!(2),
+                3 => score!(3),
+                _ => score!(4),
             }
         }
         for (r, o) in out.chunks_mut(q_w).enumerate() {
