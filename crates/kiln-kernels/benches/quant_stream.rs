@@ -1,11 +1,13 @@
 //! A decode step's matrix products over a whole model's layers, as a server runs them: every
-//! layer its own weights, 96 MB and 249 MB in all (more than most CPUs' last-level cache; this
-//! machine's L3 holds 32 MiB), so that they stream in from memory at every step (the `quant` bench times one layer again and again, from the CPU caches).
+//! layer its own weights, 96 MB and 249 MB in all (more than most CPUs' last-level cache), so
+//! that they stream in from memory or a large L3 at every step (the `quant` bench times one
+//! layer again and again, from the CPU caches).
 //! Shapes of SmolLM2-135M (30 layers, Q4_1, a Q8_0 output layer) and of Gemma 3 270M
 //! (18 layers; its Q5_0/Q6_K mix, a 262,144-row Q8_0 output layer), for 1, 4 and 8 rows.
 //!
 //! `cargo bench -p kiln-kernels --bench quant_stream`: the median step (ms) and the weight
-//! bytes it read per second.
+//! bytes it read per second. `KILN_PREFETCH_ONE_ROW=0` or `=1` compares the one-row tiles
+//! without and with software prefetching.
 
 use kiln_kernels::quant::{QuantFormat, QuantLinear};
 use kiln_kernels::quant_packed;

@@ -47,6 +47,40 @@ pub fn has_avx512_vnni() -> bool {
     })
 }
 
+/// Whether the packed kernels' tiles of fewer than 4 rows (decoding steps of 1-3 sequences)
+/// fetch weights ahead in software, as the larger tiles always do: on Intel CPUs, unless
+/// `KILN_PREFETCH_ONE_ROW=0` (and `KILN_PREFETCH_ONE_ROW=1` turns it on elsewhere).
+///
+/// Measured with one-stream decoding on two virtual machines. On an Intel Xeon (480 MiB L3) it
+/// raised SmolLM2-135M from about 278 to 370 tokens/s and Gemma 3 270M from 98 to 111
+/// (2026-12-03, `bench/results/kernels-session13-2026-12-03.md`). On an AMD EPYC (Zen 4, 32 MiB
+/// L3) the four products of a SmolLM2 step took 3.4-3.8 ms without it and 3.9-4.3 ms with it
+/// (`bench/results/kernels-session8-2026-12-03.md`).
+/// The vendor stands in for what differs between the two (how far the hardware prefetchers
+/// run ahead of one stream of loads); the variable settles it where that guess is wrong.
+pub fn prefetch_one_row() -> bool {
+    static ONE_ROW: OnceLock<bool> = OnceLock::new();
+    *ONE_ROW.get_or_init(|| match std::env::var("KILN_PREFETCH_ONE_ROW").as_deref() {
+        Ok("0") => false,
+        Ok("1") => true,
+        _ => is_intel(),
+    })
+}
+
+/// Whether the CPU's vendor string is Intel's.
+#[cfg(target_arch = "x86_64")]
+fn is_intel() -> bool {
+    let id = std::arch::x86_64::__cpuid(0);
+    // "GenuineIntel", in the order EBX, EDX, ECX.
+    (id.ebx, id.edx, id.ecx) == (0x756e_6547, 0x4965_6e69, 0x6c65_746e)
+}
+
+/// No x86 vendor elsewhere.
+#[cfg(not(target_arch = "x86_64"))]
+fn is_intel() -> bool {
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 fn detect() -> SimdLevel {
     if is_x86_feature_detected!("avx512f")
@@ -96,3 +130,24 @@ macro_rules! multiversion {
     };
 }
 pub(crate) use multiversion;
+
+#[cfg(test)]
+mod tests {
+    /// The vendor read from CPUID agrees with the kernel's (Linux's `/proc/cpuinfo`).
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    #[test]
+    fn vendor_agrees_with_proc_cpuinfo() {
+        let info = std::fs::read_to_string("/proc/cpuinfo").expect("/proc/cpuinfo");
+        let vendor = info
+            .lines()
+            .find_map(|l| l.strip_prefix("vendor_id"))
+            .and_then(|rest| rest.split(':').nth(1))
+            .expect("a vendor_id line")
+            .trim();
+        assert_eq!(
+            super::is_intel(),
+            vendor == "GenuineIntel",
+            "vendor {vendor}"
+        );
+    }
+}

@@ -426,21 +426,28 @@ pub(crate) mod vnni {
     use crate::quant::{QuantFormat, BLOCK};
     use std::arch::x86_64::*;
 
-    /// How far ahead of the block in hand the batched kernels fetch weights, in bytes.
+    /// How far ahead of the block in hand the kernels fetch weights, in bytes.
     ///
     /// With several rows a block costs enough arithmetic that the hardware prefetcher falls
     /// behind the weights streaming in from memory (a model's layers do not fit in the caches).
     /// Measured with the `quant_stream` bench's layers (a whole model's weights, 96 MB and
     /// 249 MB), with a temporary patch that switched prefetching on and off at alternate steps
-    /// in one process, so that the machine's drift hit both (2026-12-03; the outputs are in
-    /// `bench/results/kernels-session8-2026-12-03.md`): 8 rows, SmolLM2-135M shapes 14.2 → 11.5 and
-    /// 13.6 → 11.1 ms per step, Gemma 3 270M shapes 23.8 → 18.3 and 20.6 → 17.4; 4 rows
-    /// within 10% either way; 1, 2, 4 and 8 KiB ahead within 5% of each other. One row streams
-    /// well without it, so only tiles of [`PREFETCH_ROWS`] rows or more fetch ahead.
-    pub(crate) const PREFETCH_AHEAD: usize = 4096;
+    /// in one process, so that the machine's drift hit both (2026-12-03, an AMD EPYC; the
+    /// outputs are in `bench/results/kernels-session8-2026-12-03.md`): 8 rows, SmolLM2-135M
+    /// shapes 14.2 → 11.5 and 13.6 → 11.1 ms per step, Gemma 3 270M shapes 23.8 → 18.3 and
+    /// 20.6 → 17.4; 4 rows within 10% either way; 1, 2, 4 and 8 KiB ahead within 5% of each
+    /// other. On an Intel Xeon one-row tiles gain too, and most at 8 KiB ahead (SmolLM2 one-stream
+    /// decoding about 360 tokens/s at 4 KiB, 370 at 8, 355 at 16, 345 at 2;
+    /// `bench/results/kernels-session13-2026-12-03.md`); smaller tiles fetch ahead only where
+    /// [`fetches_ahead`] says so.
+    pub(crate) const PREFETCH_AHEAD: usize = 8192;
 
-    /// Rows from which a tile fetches ahead.
-    pub(crate) const PREFETCH_ROWS: usize = 4;
+    /// Whether an `rows`-row tile fetches weights ahead: from 4 rows always, below that where
+    /// [`crate::cpu::prefetch_one_row`] says it pays on this CPU.
+    #[inline(always)]
+    pub(crate) fn fetches_ahead(rows: usize) -> bool {
+        rows >= 4 || crate::cpu::prefetch_one_row()
+    }
 
     /// Asks the CPU to bring the `len` bytes [`PREFETCH_AHEAD`] past `at` into its caches (a
     /// hint: the address, formed with wrapping arithmetic, is never dereferenced).
@@ -544,9 +551,10 @@ pub(crate) mod vnni {
             let bit4 = _mm512_set1_epi8(0x10);
             let mut acc = [_mm512_setzero_ps(); R];
             let mut mins = [_mm512_setzero_ps(); R];
+            let fetch = fetches_ahead(R);
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * gbb);
-                if R >= PREFETCH_ROWS {
+                if fetch {
                     prefetch(blk, gbb);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));

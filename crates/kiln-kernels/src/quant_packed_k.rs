@@ -227,7 +227,7 @@ pub(crate) fn group_tile(
 mod vnni {
     use super::{PackedRow, GROUP, Q6_HIGH, Q6_LOW};
     use crate::quant_blocks::K_BLOCK;
-    use crate::quant_packed::vnni::{prefetch, PREFETCH_ROWS};
+    use crate::quant_packed::vnni::{fetches_ahead, prefetch};
     use std::arch::x86_64::*;
 
     /// The 16 outputs of one Q4_K group for `R` rows.
@@ -257,9 +257,10 @@ mod vnni {
             );
             let byte = _mm512_set1_epi32(0xff);
             let mut acc = [_mm512_setzero_ps(); R];
+            let fetch = fetches_ahead(R);
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * 2304);
-                if R >= PREFETCH_ROWS {
+                if fetch {
                     prefetch(blk, 2304);
                 }
                 // Vector `i` after the scales (no closure: it would not inherit the features).
@@ -370,9 +371,10 @@ mod vnni {
         unsafe {
             let (m4, m30) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x30));
             let mut acc = [_mm512_setzero_ps(); R];
+            let fetch = fetches_ahead(R);
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * 3360);
-                if R >= PREFETCH_ROWS {
+                if fetch {
                     prefetch(blk, 3360);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
