@@ -41,7 +41,15 @@ pub fn on_kernel_threads<R>(f: impl FnOnce() -> R) -> R {
 
 /// Values (all rows) below which a row-by-row pass ([`map_rows`], a layer's input
 /// quantization) stays on the calling thread.
-pub(crate) const PARALLEL_VALUE_THRESHOLD: usize = 4096;
+///
+/// Such a pass costs about a nanosecond per value, and a batched decode step runs ten of them
+/// per layer: at 4096 values each of 8 rows' passes (5-12 K values) was a fork-join of its own,
+/// whose hand-over and tail cost about what the split saved. 32768 keeps decoding steps of up
+/// to about 16 sequences on the step's thread and still splits prompt chunks (256 rows):
+/// SmolLM2-135M at 8 streams 1072-1146 → 1081-1188 tokens/s, 20-token first token 10.0-10.6 →
+/// 9.2-9.9 ms, 500-token unchanged (three and two alternating rounds, 2026-12-03,
+/// `bench/results/kernels-session13-2026-12-03.md`).
+pub(crate) const PARALLEL_VALUE_THRESHOLD: usize = 32768;
 
 /// Calls `f(out_row, in_row)` for every row: `out` is rows of `out_width` values and `input` as
 /// many rows of `in_width`. The rows are spread over the kernel threads when there are several
@@ -143,9 +151,23 @@ pub(crate) fn for_each_index(n: usize, f: impl Fn(usize) + Sync) {
 mod tests {
     use super::*;
 
+    /// Row counts and widths on both sides of [`PARALLEL_VALUE_THRESHOLD`].
+    const SHAPES: [(usize, usize); 6] =
+        [(1, 8), (3, 5), (16, 1024), (9, 700), (48, 1024), (37, 1000)];
+
+    #[test]
+    fn the_shapes_straddle_the_threshold() {
+        assert!(SHAPES
+            .iter()
+            .any(|&(r, w)| r * w < PARALLEL_VALUE_THRESHOLD));
+        assert!(SHAPES
+            .iter()
+            .any(|&(r, w)| r > 1 && r * w >= PARALLEL_VALUE_THRESHOLD));
+    }
+
     #[test]
     fn map_rows_gives_every_row_its_input_threaded_or_not() {
-        for (rows, width) in [(1, 8), (3, 5), (16, 1024), (9, 700)] {
+        for (rows, width) in SHAPES {
             let input: Vec<f32> = (0..rows * 2 * width).map(|i| i as f32).collect();
             let mut out = vec![f32::NAN; rows * width];
             map_rows(&mut out, width, &input, 2 * width, |o, i| {
@@ -168,7 +190,7 @@ mod tests {
 
     #[test]
     fn for_each_row_mut_visits_every_row_once_with_its_index() {
-        for (rows, width) in [(1, 8), (3, 5), (16, 1024), (9, 700)] {
+        for (rows, width) in SHAPES {
             let mut data = vec![1.0f32; rows * width];
             for_each_row_mut(&mut data, width, |r, row| {
                 for v in row.iter_mut() {

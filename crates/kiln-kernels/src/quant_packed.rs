@@ -697,7 +697,7 @@ mod tests {
         }
     }
 
-    /// A packed layer against the same layer on ggml rows, for 1 to 70 input rows (tiles and
+    /// A packed layer against the same layer on ggml rows, for 1 to 140 input rows (tiles and
     /// a remainder, one thread and several, and where the CPU has AMX the tile kernels' row
     /// counts): within float rounding, and each row's outputs independent of the other rows of
     /// the call (bit for bit, whichever kernel the row count picks).
@@ -710,10 +710,12 @@ mod tests {
             pack_in_place(format, n, k, &mut packed);
             let rows = QuantLinear::new(format, ggml, n, k);
             let fast = QuantLinear::from_shared_packed(format, Arc::new(packed), 0, n, k);
-            let x = input(70, k, 2);
+            let x = input(140, k, 2);
             let mut alone = vec![0.0; n];
             fast.forward(&x[..k], 1, &mut alone);
-            for m in [1, 3, 8, 19, 70] {
+            // 140 rows of 256 are past the value count from which the input rows are
+            // quantized on several threads.
+            for m in [1, 3, 8, 19, 70, 140] {
                 let (mut want, mut got) = (vec![0.0; m * n], vec![0.0; m * n]);
                 rows.forward(&x[..m * k], m, &mut want);
                 fast.forward(&x[..m * k], m, &mut got);
