@@ -69,12 +69,11 @@ fn stream(
             } => {
                 let _ = writeln!(out);
                 if stats {
+                    let first = first.map(|d| d.as_secs_f64());
                     let total = start.elapsed().as_secs_f64();
-                    let first = first.map_or(total, |d| d.as_secs_f64());
-                    let rate = completion_tokens.saturating_sub(1) as f64 / (total - first);
                     eprintln!(
-                        "{prompt_tokens} prompt tokens, first text after {:.0} ms; {completion_tokens} tokens in {total:.2} s ({rate:.1} tokens/s after the first)",
-                        first * 1e3
+                        "{}",
+                        stats_line(prompt_tokens, completion_tokens, first, total)
                     );
                 }
                 return Ok(text);
@@ -84,6 +83,23 @@ fn stream(
     }
     let _ = writeln!(out);
     Ok(text)
+}
+
+/// The `--stats` line: token counts, seconds to the first text and the decode rate after it
+/// (left out where fewer than two tokens leave no interval to measure).
+fn stats_line(prompt: usize, completion: usize, first: Option<f64>, total: f64) -> String {
+    let first_text = match first {
+        Some(s) => format!("first text after {:.0} ms", s * 1e3),
+        None => "no text".to_string(),
+    };
+    let rate = match first {
+        Some(s) if completion >= 2 && total > s => format!(
+            " ({:.1} tokens/s after the first)",
+            (completion - 1) as f64 / (total - s)
+        ),
+        _ => String::new(),
+    };
+    format!("{prompt} prompt tokens, {first_text}; {completion} tokens in {total:.2} s{rate}")
 }
 
 /// Runs `kiln generate`.
@@ -128,5 +144,27 @@ pub fn run_chat(args: ChatArgs) -> Result<()> {
         let prompt = engine.model().encode_chat(&history)?;
         let reply = stream(&engine, prompt, &args.sampling, false)?;
         history.push(ChatMessage::new("assistant", &reply));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stats_line;
+
+    #[test]
+    fn stats_give_a_rate_only_when_two_tokens_leave_an_interval() {
+        assert_eq!(
+            stats_line(13, 256, Some(0.013), 1.3),
+            "13 prompt tokens, first text after 13 ms; 256 tokens in 1.30 s (198.1 tokens/s after the first)"
+        );
+        // A model that ends at once (the end-of-text token first) printed "NaN tokens/s".
+        assert_eq!(
+            stats_line(9, 0, None, 0.012),
+            "9 prompt tokens, no text; 0 tokens in 0.01 s"
+        );
+        assert_eq!(
+            stats_line(9, 1, Some(0.012), 0.012),
+            "9 prompt tokens, first text after 12 ms; 1 tokens in 0.01 s"
+        );
     }
 }
