@@ -43,6 +43,8 @@ pub enum Command {
     Chat(ChatArgs),
     /// Manage API keys: create, list, revoke, usage.
     Keys(crate::args_keys::KeysArgs),
+    /// Measure a chat model's speed here, in process: first token, decode, concurrent streams.
+    Bench(BenchArgs),
 }
 
 /// Sampling options of `generate` and `chat`.
@@ -82,6 +84,32 @@ pub struct GenerateArgs {
     /// Sampling options.
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Model source options.
+    #[command(flatten)]
+    pub source: ModelArgs,
+}
+
+/// `kiln bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// The model: a `.gguf` file, a decoder directory or a known chat model name.
+    #[arg(long, short = 'm', default_value = "SmolLM2-135M-Instruct")]
+    pub model: String,
+    /// Prompt length for the first-token measurement.
+    #[arg(long, default_value_t = 500)]
+    pub prompt_tokens: usize,
+    /// Greedy tokens per request for the decode and aggregate measurements.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    /// Concurrent streams for the aggregate measurements, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 8])]
+    pub streams: Vec<usize>,
+    /// Runs of each measurement (the median is printed).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    pub json: bool,
     /// Model source options.
     #[command(flatten)]
     pub source: ModelArgs,

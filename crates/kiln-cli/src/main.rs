@@ -3,6 +3,7 @@
 
 mod args;
 mod args_keys;
+mod cmd_bench;
 mod cmd_embed;
 mod cmd_fetch;
 mod cmd_generate;
@@ -35,6 +36,7 @@ fn main() -> std::process::ExitCode {
         args::Command::Generate(a) => cmd_generate::run_generate(a),
         args::Command::Chat(a) => cmd_generate::run_chat(a),
         args::Command::Keys(a) => cmd_keys::run(a),
+        args::Command::Bench(a) => cmd_bench::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

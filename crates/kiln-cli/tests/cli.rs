@@ -567,6 +567,73 @@ fn generate_runs_a_safetensors_decoder_directory() {
     assert!(stderr.contains("6 tokens in"), "{stderr}");
 }
 
+#[test]
+fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
+    let dir = core_fixture("tiny-llama");
+    let out = kiln()
+        .args([
+            "bench",
+            "--prompt-tokens",
+            "16",
+            "--tokens",
+            "8",
+            "--streams",
+            "1,3",
+            "--runs",
+            "2",
+            "--json",
+            "-m",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["model"], "tiny-llama");
+    assert_eq!(
+        report["prompt_tokens"], 16,
+        "the prompt has the length asked for"
+    );
+    assert_eq!(report["runs"], 2);
+    // Greedy requests of the tiny model run to `--tokens`, run after run.
+    assert_eq!(report["decode_tokens"], json!([8, 8]));
+    assert!(report["first_token_ms"].as_f64().unwrap() > 0.0);
+    assert!(report["decode_tokens_per_s"].as_f64().unwrap() > 0.0);
+    let aggregate = report["aggregate_tokens_per_s"].as_array().unwrap();
+    let streams: Vec<u64> = aggregate
+        .iter()
+        .map(|a| a["streams"].as_u64().unwrap())
+        .collect();
+    assert_eq!(streams, [1, 3]);
+    assert!(aggregate
+        .iter()
+        .all(|a| a["tokens_per_s"].as_f64().unwrap() > 0.0));
+
+    // An embedding model, a zero stream count and a prompt past the context are clear errors.
+    let bert = tempfile::tempdir().unwrap();
+    write_tiny_bert(bert.path(), &TinyBertSpec::default()).unwrap();
+    for (args, want) in [
+        (
+            vec!["-m", bert.path().to_str().unwrap()],
+            "is an embedding model",
+        ),
+        (
+            vec!["-m", dir.to_str().unwrap(), "--streams", "1,0"],
+            "--streams",
+        ),
+        (
+            vec!["-m", dir.to_str().unwrap(), "--prompt-tokens", "100000"],
+            "exceed the model's context",
+        ),
+    ] {
+        let out = kiln().arg("bench").args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+    }
+}
+
 /// The value of the Prometheus sample `name` (with its labels) in `text`.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()

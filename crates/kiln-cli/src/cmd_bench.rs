@@ -1,0 +1,283 @@
+//! `kiln bench`: a chat model's speed on this machine, in process (the server's scheduler and
+//! kernels, no HTTP): the prompt pass, one-stream decoding and the aggregate of concurrent
+//! streams. The side-by-side comparison with llama.cpp and transformers is `bench/chat/run.py`.
+
+use crate::args::BenchArgs;
+use crate::model_source::{resolve, ModelKind};
+use anyhow::{bail, ensure, Context, Result};
+use kiln_core::sampling::SamplingParams;
+use kiln_core::ChatModel;
+use kiln_engine::{GenerationConfig, GenerationEngine, GenerationEvent, GenerationRequest};
+use std::time::{Duration, Instant};
+
+/// Text repeated to build a prompt of the requested length.
+const PARAGRAPH: &str = "The kiln was fired for three days and three nights, and the potters took \
+     turns feeding the firebox with split pine while the temperature climbed past twelve \
+     hundred degrees. ";
+
+/// What one request measured.
+struct Run {
+    /// From submission to the first token's event.
+    first: Duration,
+    /// From submission to the end.
+    total: Duration,
+    /// Tokens generated.
+    tokens: usize,
+}
+
+impl Run {
+    /// Tokens per second after the first token; `None` without an interval to measure.
+    fn decode_rate(&self) -> Option<f64> {
+        let after = self.total.saturating_sub(self.first).as_secs_f64();
+        (self.tokens >= 2 && after > 0.0).then(|| (self.tokens - 1) as f64 / after)
+    }
+}
+
+/// Runs `kiln bench`.
+pub fn run(args: BenchArgs) -> Result<()> {
+    ensure!(args.runs > 0, "--runs must be at least 1");
+    ensure!(
+        args.tokens >= 2,
+        "--tokens must be at least 2 (a rate needs an interval)"
+    );
+    ensure!(args.prompt_tokens > 0, "--prompt-tokens must be at least 1");
+    ensure!(
+        !args.streams.is_empty() && args.streams.iter().all(|&n| n > 0),
+        "--streams takes counts of at least 1, e.g. 1,4,8"
+    );
+    let resolved = resolve(&args.model, &args.source)?;
+    if resolved.kind != ModelKind::Chat {
+        bail!(
+            "`{}` is an embedding model; kiln bench measures chat models (embeddings: \
+             bench/embeddings/run.py)",
+            args.model
+        );
+    }
+    let spinner = crate::progress::spinner(format!("loading {}", resolved.dir.display()));
+    let started = Instant::now();
+    let model = ChatModel::load(&resolved.dir)
+        .with_context(|| format!("loading {}", resolved.dir.display()))?;
+    let load = started.elapsed();
+    spinner.finish_and_clear();
+    let max_streams = args.streams.iter().copied().max().unwrap_or(1);
+    let config = GenerationConfig {
+        // Every run pays its whole prompt pass.
+        prefix_cache_tokens: 0,
+        max_sequences: GenerationConfig::default().max_sequences.max(max_streams),
+        max_queue: GenerationConfig::default().max_queue.max(max_streams),
+        ..GenerationConfig::default()
+    };
+    let engine = GenerationEngine::start(resolved.name.clone(), model, config);
+    ensure!(
+        args.prompt_tokens + args.tokens <= engine.max_context(),
+        "--prompt-tokens plus --tokens ({}) exceed the model's context of {} positions",
+        args.prompt_tokens + args.tokens,
+        engine.max_context()
+    );
+    let prompt = prompt_of(engine.model(), args.prompt_tokens)?;
+    let short = prompt_of(engine.model(), 8.min(args.prompt_tokens))?;
+    // A warm-up request: the first pass pays for page faults and thread start-up.
+    one(&engine, &short, 4)?;
+    let mut prompt_ms = Vec::new();
+    for _ in 0..args.runs {
+        prompt_ms.push(one(&engine, &prompt, 1)?.first.as_secs_f64() * 1e3);
+    }
+    let mut rates = Vec::new();
+    let mut decoded = Vec::new();
+    for _ in 0..args.runs {
+        let r = one(&engine, &short, args.tokens)?;
+        decoded.push(r.tokens);
+        rates.extend(r.decode_rate());
+    }
+    let mut aggregate = Vec::new();
+    for &n in &args.streams {
+        let mut tps = Vec::new();
+        for _ in 0..args.runs {
+            let start = Instant::now();
+            let runs = together(&engine, &short, args.tokens, n)?;
+            let tokens: usize = runs.iter().map(|r| r.tokens).sum();
+            tps.push(tokens as f64 / start.elapsed().as_secs_f64());
+        }
+        aggregate.push((n, median(tps)));
+    }
+    let report = Report {
+        model: resolved.name,
+        threads: kiln_kernels::parallel::threads(),
+        load_s: load.as_secs_f64(),
+        prompt_tokens: prompt.len(),
+        prompt_ms: median(prompt_ms),
+        decode_tokens: decoded,
+        decode_tps: (!rates.is_empty()).then(|| median(rates)),
+        aggregate,
+        runs: args.runs,
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(())
+}
+
+/// Exactly `n` prompt tokens: the model's encoding of [`PARAGRAPH`] repeated, cut to length.
+fn prompt_of(model: &ChatModel, n: usize) -> Result<Vec<u32>> {
+    let mut text = String::from(PARAGRAPH);
+    loop {
+        let ids = model.encode_prompt(&text)?;
+        if ids.len() >= n {
+            return Ok(ids[..n].to_vec());
+        }
+        ensure!(
+            text.len() < 1 << 24,
+            "the tokenizer makes too few tokens of text"
+        );
+        // Doubling keeps the encodings few for long prompts.
+        text = text.repeat(2);
+    }
+}
+
+/// One greedy request of `prompt` for at most `max_tokens`, timed.
+fn one(engine: &GenerationEngine, prompt: &[u32], max_tokens: usize) -> Result<Run> {
+    Ok(together(engine, prompt, max_tokens, 1)?.remove(0))
+}
+
+/// `n` greedy requests submitted at once, each timed from the submission.
+fn together(
+    engine: &GenerationEngine,
+    prompt: &[u32],
+    max_tokens: usize,
+    n: usize,
+) -> Result<Vec<Run>> {
+    let start = Instant::now();
+    let receivers = (0..n)
+        .map(|_| {
+            engine.submit(GenerationRequest {
+                prompt: prompt.to_vec(),
+                params: SamplingParams::greedy(),
+                max_tokens,
+                stop: Vec::new(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // The channels buffer every event, so reading the streams one after another loses no
+    // timing: each event's time is taken as it is read, which for the first event of a later
+    // stream may be late; only the first stream's times are used for single-request figures.
+    receivers
+        .into_iter()
+        .map(|mut rx| {
+            let mut first = None;
+            while let Some(event) = rx.blocking_recv() {
+                match event {
+                    GenerationEvent::Text(_) => {
+                        first.get_or_insert_with(|| start.elapsed());
+                    }
+                    GenerationEvent::Done {
+                        completion_tokens, ..
+                    } => {
+                        let total = start.elapsed();
+                        return Ok(Run {
+                            first: first.unwrap_or(total),
+                            total,
+                            tokens: completion_tokens,
+                        });
+                    }
+                    GenerationEvent::Error(e) => bail!(e),
+                }
+            }
+            bail!("the engine stopped before the request ended")
+        })
+        .collect()
+}
+
+/// The median of `v` (the mean of the middle two for an even count); `v` is not empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+/// What `kiln bench` prints.
+struct Report {
+    model: String,
+    threads: usize,
+    load_s: f64,
+    prompt_tokens: usize,
+    prompt_ms: f64,
+    decode_tokens: Vec<usize>,
+    decode_tps: Option<f64>,
+    aggregate: Vec<(usize, f64)>,
+    runs: usize,
+}
+
+impl Report {
+    /// Lines for a person.
+    fn text(&self) -> String {
+        let mut s = format!(
+            "{} on {} kernel threads, medians of {} runs\n",
+            self.model, self.threads, self.runs
+        );
+        s += &format!("load                        {:>9.2} s\n", self.load_s);
+        s += &format!(
+            "first token, {:>5}-token prompt {:>7.1} ms\n",
+            self.prompt_tokens, self.prompt_ms
+        );
+        s += &match self.decode_tps {
+            Some(r) => format!("decode, one stream          {r:>9.1} tokens/s\n"),
+            None => {
+                "decode, one stream          no rate: the model ended every run at once\n".into()
+            }
+        };
+        for (n, tps) in &self.aggregate {
+            s += &format!(
+                "aggregate, {n:>3} stream{}      {tps:>9.1} tokens/s\n",
+                if *n == 1 { " " } else { "s" }
+            );
+        }
+        s
+    }
+
+    /// One JSON object.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "model": self.model,
+            "threads": self.threads,
+            "runs": self.runs,
+            "load_s": self.load_s,
+            "prompt_tokens": self.prompt_tokens,
+            "first_token_ms": self.prompt_ms,
+            "decode_tokens": self.decode_tokens,
+            "decode_tokens_per_s": self.decode_tps,
+            "aggregate_tokens_per_s": self.aggregate.iter()
+                .map(|(n, t)| serde_json::json!({"streams": n, "tokens_per_s": t}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{median, Run};
+    use std::time::Duration;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn the_decode_rate_counts_tokens_after_the_first() {
+        let run = |tokens, first_ms, total_ms| Run {
+            first: Duration::from_millis(first_ms),
+            total: Duration::from_millis(total_ms),
+            tokens,
+        };
+        assert_eq!(run(11, 100, 600).decode_rate(), Some(20.0));
+        assert_eq!(run(1, 100, 600).decode_rate(), None);
+        assert_eq!(run(5, 100, 100).decode_rate(), None);
+    }
+}
