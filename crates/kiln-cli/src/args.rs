@@ -98,9 +98,12 @@ pub struct BenchArgs {
     /// Prompt length for the first-token measurement.
     #[arg(long, default_value_t = 500)]
     pub prompt_tokens: usize,
-    /// Greedy tokens per request for the decode and aggregate measurements.
+    /// Greedy tokens for the one-stream decode measurement.
     #[arg(long, default_value_t = 128)]
     pub tokens: usize,
+    /// Greedy tokens per stream for the aggregate measurements (64, as `bench/chat/run.py`).
+    #[arg(long, default_value_t = 64)]
+    pub stream_tokens: usize,
     /// Concurrent streams for the aggregate measurements, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 8])]
     pub streams: Vec<usize>,

@@ -10,6 +10,9 @@ use kiln_core::ChatModel;
 use kiln_engine::{GenerationConfig, GenerationEngine, GenerationEvent, GenerationRequest};
 use std::time::{Duration, Instant};
 
+/// Most concurrent streams `kiln bench` runs.
+const MAX_STREAMS: usize = 256;
+
 /// Text repeated to build a prompt of the requested length.
 const PARAGRAPH: &str = "The kiln was fired for three days and three nights, and the potters took \
      turns feeding the firebox with split pine while the temperature climbed past twelve \
@@ -17,7 +20,9 @@ const PARAGRAPH: &str = "The kiln was fired for three days and three nights, and
 
 /// What one request measured.
 struct Run {
-    /// From submission to the first token's event.
+    /// From submission to the first text event (a token that completes no text yet, such as
+    /// half of a multi-byte character, sends none: then this is late and the decode rate a
+    /// little high; negligible for the English text used here).
     first: Duration,
     /// From submission to the end.
     total: Duration,
@@ -41,6 +46,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "--tokens must be at least 2 (a rate needs an interval)"
     );
     ensure!(args.prompt_tokens > 0, "--prompt-tokens must be at least 1");
+    ensure!(args.stream_tokens > 0, "--stream-tokens must be at least 1");
     ensure!(
         !args.streams.is_empty() && args.streams.iter().all(|&n| n > 0),
         "--streams takes counts of at least 1, e.g. 1,4,8"
@@ -60,24 +66,46 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let load = started.elapsed();
     spinner.finish_and_clear();
     let max_streams = args.streams.iter().copied().max().unwrap_or(1);
+    ensure!(
+        max_streams <= MAX_STREAMS,
+        "--streams takes counts of at most {MAX_STREAMS}"
+    );
+    let context = model.model.max_positions();
+    // The decode and aggregate requests start from an 8-token prompt.
+    let short_len = 8.min(args.prompt_tokens);
+    let longest = short_len.saturating_add(args.tokens.max(args.stream_tokens));
+    for (need, what) in [
+        (
+            args.prompt_tokens.saturating_add(1),
+            "--prompt-tokens plus one",
+        ),
+        (longest, "8 prompt tokens plus --tokens or --stream-tokens"),
+    ] {
+        ensure!(
+            need <= context,
+            "{what} ({need}) exceed the model's context of {context} positions"
+        );
+    }
+    let defaults = GenerationConfig::default();
     let config = GenerationConfig {
         // Every run pays its whole prompt pass.
         prefix_cache_tokens: 0,
-        max_sequences: GenerationConfig::default().max_sequences.max(max_streams),
-        max_queue: GenerationConfig::default().max_queue.max(max_streams),
-        ..GenerationConfig::default()
+        // Every stream of the largest count runs at once, none waits in the queue.
+        max_sequences: defaults.max_sequences.max(max_streams),
+        max_queue: defaults.max_queue.max(max_streams),
+        max_kv_tokens: defaults
+            .max_kv_tokens
+            .max(max_streams * (short_len + args.stream_tokens))
+            .max(args.prompt_tokens + 1),
+        ..defaults
     };
     let engine = GenerationEngine::start(resolved.name.clone(), model, config);
-    ensure!(
-        args.prompt_tokens + args.tokens <= engine.max_context(),
-        "--prompt-tokens plus --tokens ({}) exceed the model's context of {} positions",
-        args.prompt_tokens + args.tokens,
-        engine.max_context()
-    );
     let prompt = prompt_of(engine.model(), args.prompt_tokens)?;
-    let short = prompt_of(engine.model(), 8.min(args.prompt_tokens))?;
-    // A warm-up request: the first pass pays for page faults and thread start-up.
-    one(&engine, &short, 4)?;
+    let short = prompt_of(engine.model(), short_len)?;
+    // Warm-up, not measured: the first long prompt pass and the first batch of the most
+    // streams pay for page faults, buffers and KV caches that later runs reuse.
+    one(&engine, &prompt, 1)?;
+    together(&engine, &short, 4, max_streams)?;
     let mut prompt_ms = Vec::new();
     for _ in 0..args.runs {
         prompt_ms.push(one(&engine, &prompt, 1)?.first.as_secs_f64() * 1e3);
@@ -94,7 +122,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut tps = Vec::new();
         for _ in 0..args.runs {
             let start = Instant::now();
-            let runs = together(&engine, &short, args.tokens, n)?;
+            let runs = together(&engine, &short, args.stream_tokens, n)?;
             let tokens: usize = runs.iter().map(|r| r.tokens).sum();
             tps.push(tokens as f64 / start.elapsed().as_secs_f64());
         }
@@ -102,6 +130,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let report = Report {
         model: resolved.name,
+        tokens: args.tokens,
+        stream_tokens: args.stream_tokens,
+        decode_prompt_tokens: short.len(),
         threads: kiln_kernels::parallel::threads(),
         load_s: load.as_secs_f64(),
         prompt_tokens: prompt.len(),
@@ -159,9 +190,9 @@ fn together(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // The channels buffer every event, so reading the streams one after another loses no
-    // timing: each event's time is taken as it is read, which for the first event of a later
-    // stream may be late; only the first stream's times are used for single-request figures.
+    // The channels buffer every event and the streams are read one after another, so each
+    // time is taken when its event is read: exact for the first stream, late for the others.
+    // Only single requests' times and the whole call's duration are reported.
     receivers
         .into_iter()
         .map(|mut rx| {
@@ -203,6 +234,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// What `kiln bench` prints.
 struct Report {
     model: String,
+    tokens: usize,
+    stream_tokens: usize,
+    decode_prompt_tokens: usize,
     threads: usize,
     load_s: f64,
     prompt_tokens: usize,
@@ -226,14 +260,18 @@ impl Report {
             self.prompt_tokens, self.prompt_ms
         );
         s += &match self.decode_tps {
-            Some(r) => format!("decode, one stream          {r:>9.1} tokens/s\n"),
+            Some(r) => format!(
+                "decode, one stream          {r:>9.1} tokens/s ({} tokens)\n",
+                self.tokens
+            ),
             None => {
                 "decode, one stream          no rate: the model ended every run at once\n".into()
             }
         };
+        s += &format!("aggregate, {} tokens per stream:\n", self.stream_tokens);
         for (n, tps) in &self.aggregate {
             s += &format!(
-                "aggregate, {n:>3} stream{}      {tps:>9.1} tokens/s\n",
+                "  {n:>3} stream{}                {tps:>9.1} tokens/s\n",
                 if *n == 1 { " " } else { "s" }
             );
         }
@@ -249,6 +287,9 @@ impl Report {
             "load_s": self.load_s,
             "prompt_tokens": self.prompt_tokens,
             "first_token_ms": self.prompt_ms,
+            "tokens": self.tokens,
+            "stream_tokens": self.stream_tokens,
+            "decode_prompt_tokens": self.decode_prompt_tokens,
             "decode_tokens": self.decode_tokens,
             "decode_tokens_per_s": self.decode_tps,
             "aggregate_tokens_per_s": self.aggregate.iter()

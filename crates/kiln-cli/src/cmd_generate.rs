@@ -85,7 +85,7 @@ fn stream(
     Ok(text)
 }
 
-/// The `--stats` line: token counts, seconds to the first text and the decode rate after it
+/// The `--stats` line: token counts, milliseconds to the first text and the decode rate after it
 /// (left out where fewer than two tokens leave no interval to measure).
 fn stats_line(prompt: usize, completion: usize, first: Option<f64>, total: f64) -> String {
     let first_text = match first {

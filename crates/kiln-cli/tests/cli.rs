@@ -577,6 +577,8 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
             "16",
             "--tokens",
             "8",
+            "--stream-tokens",
+            "5",
             "--streams",
             "1,3",
             "--runs",
@@ -596,6 +598,14 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
         "the prompt has the length asked for"
     );
     assert_eq!(report["runs"], 2);
+    assert_eq!(
+        (
+            &report["tokens"],
+            &report["stream_tokens"],
+            &report["decode_prompt_tokens"]
+        ),
+        (&json!(8), &json!(5), &json!(8))
+    );
     // Greedy requests of the tiny model run to `--tokens`, run after run.
     assert_eq!(report["decode_tokens"], json!([8, 8]));
     assert!(report["first_token_ms"].as_f64().unwrap() > 0.0);
@@ -609,6 +619,38 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
     assert!(aggregate
         .iter()
         .all(|a| a["tokens_per_s"].as_f64().unwrap() > 0.0));
+
+    // The same measurements as lines for a person.
+    let out = kiln()
+        .args([
+            "bench",
+            "--prompt-tokens",
+            "12",
+            "--tokens",
+            "4",
+            "--runs",
+            "1",
+            "-m",
+        ])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "tiny-llama on ",
+        "first token,    12-token prompt",
+        "decode, one stream",
+        "tokens/s (4 tokens)",
+        "aggregate, 64 tokens per stream:",
+        "    8 streams",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
 
     // An embedding model, a zero stream count and a prompt past the context are clear errors.
     let bert = tempfile::tempdir().unwrap();
@@ -624,6 +666,15 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
         ),
         (
             vec!["-m", dir.to_str().unwrap(), "--prompt-tokens", "100000"],
+            "exceed the model's context",
+        ),
+        (
+            vec![
+                "-m",
+                dir.to_str().unwrap(),
+                "--tokens",
+                "18446744073709551615",
+            ],
             "exceed the model's context",
         ),
     ] {

@@ -114,3 +114,60 @@ fn unsupported_checkpoints_are_clear_errors() {
     let err = ChatModel::load(tmp.path()).err().unwrap().to_string();
     assert!(err.contains("shape") || err.contains("expected"), "{err}");
 }
+
+/// Several prompts in one batched step get, bit for bit, the logits each gets alone, and so
+/// does the decoding step after them. The batch is large enough (4 × 100 rows) that the
+/// row-by-row passes (rope, the activation) are split over the kernel threads, while each
+/// prompt alone is not.
+#[test]
+fn a_batch_of_prompts_gets_each_prompts_logits_bit_for_bit() {
+    use kiln_core::models::llama::SequenceStep;
+    let m = ChatModel::load(&dir()).unwrap();
+    let vocab = m.model.config().vocab_size as u32;
+    let prompts: Vec<Vec<u32>> = (0..4u32)
+        .map(|s| {
+            (0..100u32)
+                .map(|i| (i * 7919 + s * 31 + 3) % vocab)
+                .collect()
+        })
+        .collect();
+    let next = [5u32, 17, 40, 99];
+    let alone: Vec<(Vec<f32>, Vec<f32>)> = prompts
+        .iter()
+        .zip(next)
+        .map(|(p, t)| {
+            let mut cache = m.model.new_cache(p.len() + 1);
+            let first = m.model.forward(p, &mut cache).unwrap();
+            let second = m.model.forward(&[t], &mut cache).unwrap();
+            (first, second)
+        })
+        .collect();
+    let mut caches: Vec<_> = prompts
+        .iter()
+        .map(|p| m.model.new_cache(p.len() + 1))
+        .collect();
+    let mut steps: Vec<SequenceStep<'_>> = prompts
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(p, cache)| SequenceStep { tokens: p, cache })
+        .collect();
+    let firsts = m.model.forward_batch(&mut steps).unwrap();
+    let mut steps: Vec<SequenceStep<'_>> = next
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(t, cache)| SequenceStep {
+            tokens: std::slice::from_ref(t),
+            cache,
+        })
+        .collect();
+    let seconds = m.model.forward_batch(&mut steps).unwrap();
+    let n = vocab as usize;
+    for (s, (first, second)) in alone.iter().enumerate() {
+        assert_eq!(&firsts[s * n..(s + 1) * n], &first[..], "prompt {s}");
+        assert_eq!(
+            &seconds[s * n..(s + 1) * n],
+            &second[..],
+            "step after prompt {s}"
+        );
+    }
+}

@@ -47,9 +47,9 @@ pub fn has_avx512_vnni() -> bool {
     })
 }
 
-/// Whether the packed kernels' tiles of fewer than 4 rows (decoding steps of 1-3 sequences)
-/// fetch weights ahead in software, as the larger tiles always do: on Intel CPUs, unless
-/// `KILN_PREFETCH_ONE_ROW=0` (and `KILN_PREFETCH_ONE_ROW=1` turns it on elsewhere).
+/// Whether the packed kernels' tiles of fewer than 4 rows (decoding 1-3 sequences, or a larger
+/// batch's remainder) fetch weights ahead in software, as the larger tiles always do: on Intel
+/// CPUs, unless `KILN_PREFETCH_ONE_ROW=0` (and `KILN_PREFETCH_ONE_ROW=1` turns it on elsewhere).
 ///
 /// Measured with one-stream decoding on two virtual machines. On an Intel Xeon (480 MiB L3) it
 /// raised SmolLM2-135M from about 278 to 370 tokens/s and Gemma 3 270M from 98 to 111

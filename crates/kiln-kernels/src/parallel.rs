@@ -46,8 +46,9 @@ pub fn on_kernel_threads<R>(f: impl FnOnce() -> R) -> R {
 /// per layer: at 4096 values each of 8 rows' passes (5-12 K values) was a fork-join of its own,
 /// whose hand-over and tail cost about what the split saved. 32768 keeps decoding steps of up
 /// to about 16 sequences on the step's thread and still splits prompt chunks (256 rows):
-/// SmolLM2-135M at 8 streams 1072-1146 → 1081-1188 tokens/s, 20-token first token 10.0-10.6 →
-/// 9.2-9.9 ms, 500-token unchanged (three and two alternating rounds, 2026-12-03,
+/// SmolLM2-135M at 8 streams 1060-1146 → 1081-1188 tokens/s (medians 1087 → 1140),
+/// 20-token first token 9.8-11.2 → 9.2-10.5 ms, each round's first request left out (medians
+/// 10.5 → 9.5), 500-token unchanged (three and two alternating rounds, 2026-12-03,
 /// `bench/results/kernels-session13-2026-12-03.md`).
 pub(crate) const PARALLEL_VALUE_THRESHOLD: usize = 32768;
 
