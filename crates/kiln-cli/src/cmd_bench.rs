@@ -3,8 +3,7 @@
 //! streams. The side-by-side comparison with llama.cpp and transformers is `bench/chat/run.py`.
 
 use crate::args::BenchArgs;
-use crate::model_source::{resolve, ModelKind};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, ensure, Result};
 use kiln_core::sampling::SamplingParams;
 use kiln_core::ChatModel;
 use kiln_engine::{GenerationConfig, GenerationEngine, GenerationEvent, GenerationRequest};
@@ -33,8 +32,11 @@ struct Run {
 impl Run {
     /// Tokens per second after the first token; `None` without an interval to measure.
     fn decode_rate(&self) -> Option<f64> {
-        let after = self.total.saturating_sub(self.first).as_secs_f64();
-        (self.tokens >= 2 && after > 0.0).then(|| (self.tokens - 1) as f64 / after)
+        crate::cmd_generate::decode_rate(
+            self.tokens,
+            self.first.as_secs_f64(),
+            self.total.as_secs_f64(),
+        )
     }
 }
 
@@ -51,20 +53,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         !args.streams.is_empty() && args.streams.iter().all(|&n| n > 0),
         "--streams takes counts of at least 1, e.g. 1,4,8"
     );
-    let resolved = resolve(&args.model, &args.source)?;
-    if resolved.kind != ModelKind::Chat {
-        bail!(
-            "`{}` is an embedding model; kiln bench measures chat models (embeddings: \
-             bench/embeddings/run.py)",
-            args.model
-        );
-    }
-    let spinner = crate::progress::spinner(format!("loading {}", resolved.dir.display()));
     let started = Instant::now();
-    let model = ChatModel::load(&resolved.dir)
-        .with_context(|| format!("loading {}", resolved.dir.display()))?;
+    let (resolved, model) = crate::cmd_generate::load_chat_model(&args.model, &args.source)?;
     let load = started.elapsed();
-    spinner.finish_and_clear();
     let max_streams = args.streams.iter().copied().max().unwrap_or(1);
     ensure!(
         max_streams <= MAX_STREAMS,

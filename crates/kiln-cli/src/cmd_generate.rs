@@ -9,7 +9,11 @@ use kiln_core::ChatModel;
 use kiln_engine::{GenerationConfig, GenerationEngine, GenerationEvent, GenerationRequest};
 use std::io::{BufRead, Write};
 
-fn load(spec: &str, source: &crate::args::ModelArgs) -> Result<(ResolvedModel, GenerationEngine)> {
+/// Resolves `spec` to a chat model and loads it, behind a spinner (also `kiln bench`'s).
+pub(crate) fn load_chat_model(
+    spec: &str,
+    source: &crate::args::ModelArgs,
+) -> Result<(ResolvedModel, ChatModel)> {
     let resolved = resolve(spec, source)?;
     if resolved.kind != ModelKind::Chat {
         bail!("`{spec}` is an embedding model; generation needs a .gguf chat model");
@@ -18,6 +22,11 @@ fn load(spec: &str, source: &crate::args::ModelArgs) -> Result<(ResolvedModel, G
     let model = ChatModel::load(&resolved.dir)
         .with_context(|| format!("loading {}", resolved.dir.display()))?;
     spinner.finish_and_clear();
+    Ok((resolved, model))
+}
+
+fn load(spec: &str, source: &crate::args::ModelArgs) -> Result<(ResolvedModel, GenerationEngine)> {
+    let (resolved, model) = load_chat_model(spec, source)?;
     let engine = GenerationEngine::start(resolved.name.clone(), model, GenerationConfig::default());
     Ok((resolved, engine))
 }
@@ -92,14 +101,17 @@ fn stats_line(prompt: usize, completion: usize, first: Option<f64>, total: f64) 
         Some(s) => format!("first text after {:.0} ms", s * 1e3),
         None => "no text".to_string(),
     };
-    let rate = match first {
-        Some(s) if completion >= 2 && total > s => format!(
-            " ({:.1} tokens/s after the first)",
-            (completion - 1) as f64 / (total - s)
-        ),
-        _ => String::new(),
+    let rate = match first.and_then(|s| decode_rate(completion, s, total)) {
+        Some(r) => format!(" ({r:.1} tokens/s after the first)"),
+        None => String::new(),
     };
     format!("{prompt} prompt tokens, {first_text}; {completion} tokens in {total:.2} s{rate}")
+}
+
+/// Tokens per second after the first of `tokens`, which came `first` seconds after the start
+/// and the last `total` seconds after it; `None` where fewer than two tokens leave no interval.
+pub(crate) fn decode_rate(tokens: usize, first: f64, total: f64) -> Option<f64> {
+    (tokens >= 2 && total > first).then(|| (tokens - 1) as f64 / (total - first))
 }
 
 /// Runs `kiln generate`.

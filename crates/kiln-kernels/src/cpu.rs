@@ -52,7 +52,7 @@ pub fn has_avx512_vnni() -> bool {
 /// CPUs, unless `KILN_PREFETCH_ONE_ROW=0` (and `KILN_PREFETCH_ONE_ROW=1` turns it on elsewhere).
 ///
 /// Measured with one-stream decoding on two virtual machines. On an Intel Xeon (480 MiB L3) it
-/// raised SmolLM2-135M from about 278 to 370 tokens/s and Gemma 3 270M from 98 to 111
+/// raised SmolLM2-135M from a median of 277 to 371 tokens/s and Gemma 3 270M from 95 to 113
 /// (2026-12-03, `bench/results/kernels-session13-2026-12-03.md`). On an AMD EPYC (Zen 4, 32 MiB
 /// L3) the four products of a SmolLM2 step took 3.4-3.8 ms without it and 3.9-4.3 ms with it
 /// (`bench/results/kernels-session8-2026-12-03.md`).

@@ -436,10 +436,10 @@ pub(crate) mod vnni {
     /// outputs are in `bench/results/kernels-session8-2026-12-03.md`): 8 rows, SmolLM2-135M
     /// shapes 14.2 → 11.5 and 13.6 → 11.1 ms per step, Gemma 3 270M shapes 23.8 → 18.3 and
     /// 20.6 → 17.4; 4 rows within 10% either way; 1, 2, 4 and 8 KiB ahead within 5% of each
-    /// other. On an Intel Xeon one-row tiles gain too, and most at 8 KiB ahead (SmolLM2 one-stream
-    /// decoding about 360 tokens/s at 4 KiB, 370 at 8, 355 at 16, 345 at 2;
-    /// `bench/results/kernels-session13-2026-12-03.md`); smaller tiles fetch ahead only where
-    /// [`fetches_ahead`] says so.
+    /// other. On an Intel Xeon one-row tiles gain too, and most at 8 KiB ahead (SmolLM2
+    /// one-stream decoding, medians of 18-54 requests: 354 tokens/s at 4 KiB, 371 at 8, 358 at
+    /// 16, 342 at 2; `bench/results/kernels-session13-2026-12-03.md`); smaller tiles fetch ahead
+    /// only where [`fetches_ahead`] says so.
     pub(crate) const PREFETCH_AHEAD: usize = 8192;
 
     /// Whether an `rows`-row tile fetches weights ahead: from 4 rows always, below that where
