@@ -8,6 +8,8 @@ Build the baseline elsewhere first, e.g.:
 Then, from the repository root (any Python 3):
     python3 bench/chat/ab_kiln.py --a /tmp/old-target/release/kiln --b target/release/kiln \\
         --label-a 41fd96e --label-b HEAD --out bench/results/chat-batching-DATE.md
+Greedy unless --temperature T (> 0) is given; then both sample with T and --top-p P (default 1.0),
+a seed per request, as `bench/chat/run.py --temperature T --top-p P` does.
 """
 import argparse
 import datetime
@@ -18,6 +20,8 @@ import statistics
 import subprocess
 import sys
 
+from common import add_sampling_args, check_sampling, sampling_argv, sampling_label
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = {
     "SmolLM2-135M-Instruct Q4_1": "models/SmolLM2-135M-Instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -25,9 +29,10 @@ MODELS = {
 }
 
 
-def run(kiln, model):
+def run(kiln, model, sampling):
     out = subprocess.run(
-        [sys.executable, os.path.join(HERE, "engine_kiln.py"), "--model", model, "--kiln", kiln],
+        [sys.executable, os.path.join(HERE, "engine_kiln.py"), "--model", model, "--kiln", kiln]
+        + sampling_argv(*sampling),
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=HERE),
     )
     for line in out.stdout.splitlines():
@@ -57,16 +62,20 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--out")
+    add_sampling_args(ap)
     args = ap.parse_args()
+    check_sampling(ap, args)
+    sampling = (args.temperature, args.top_p)
     cpu = subprocess.run(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
                          capture_output=True, text=True).stdout.strip()
     lines = [
         f"# kiln A/B, chat, {datetime.date.today().isoformat()}",
         "",
-        f"Command: `python3 bench/chat/ab_kiln.py --label-a {args.label_a} --label-b {args.label_b} --runs {args.runs}`"
-        f" (A: `{args.a}`, B: `{args.b}`).",
+        f"Command: `python3 bench/chat/ab_kiln.py --label-a {args.label_a} --label-b {args.label_b} --runs {args.runs}"
+        f"{''.join(' ' + x for x in sampling_argv(*sampling))}` (A: `{args.a}`, B: `{args.b}`).",
         f"Machine: {cpu}, {os.cpu_count()} cores, {platform.system()}. Runs alternate A, B; medians of {args.runs} each.",
-        "Each run: `engine_kiln.py` (kiln serve, HTTP + SSE, prefix cache off), as in `bench/chat/run.py`.",
+        "Each run: `engine_kiln.py` (kiln serve, HTTP + SSE, prefix cache off), as in `bench/chat/run.py`;"
+        f" decoding: {sampling_label(*sampling)}.",
     ]
     for name in args.models.split(","):
         model = MODELS[name]
@@ -74,7 +83,7 @@ def main():
         for i in range(args.runs):
             for side in ("a", "b"):
                 print(f"{name}: {side} run {i + 1}", file=sys.stderr, flush=True)
-                runs[side].append(metrics(run(getattr(args, side), model)))
+                runs[side].append(metrics(run(getattr(args, side), model, sampling)))
         lines += ["", f"## {name}", "",
                   f"| | {args.label_a} | {args.label_b} | {args.label_b} / {args.label_a} | {args.label_b} runs |",
                   "|---|---|---|---|---|"]

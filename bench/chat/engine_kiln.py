@@ -8,8 +8,11 @@ import subprocess
 import threading
 import time
 
-from common import (NEW_TOKENS, RUNS, STREAM_TOKENS, STREAMS, decode_prompt, emit, long_prompt,
-                    rss_mib, short_prompt)
+from common import (NEW_TOKENS, RUNS, STREAM_TOKENS, STREAMS, add_sampling_args, check_sampling,
+                    decode_prompt, emit, long_prompt, rss_mib, sampling_label, short_prompt)
+
+# --temperature and --top-p (main sets them); temperature 0 is greedy.
+TEMPERATURE, TOP_P = 0.0, 1.0
 
 
 def start(kiln, model):
@@ -28,10 +31,13 @@ def start(kiln, model):
             raise SystemExit("kiln did not start")
 
 
-def stream(port, prompt, max_tokens):
-    """(time to first token, decode tokens/s after it, tokens)."""
-    body = json.dumps({"model": "m", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
-                       "stream": True, "stream_options": {"include_usage": True}})
+def stream(port, prompt, max_tokens, seed=1):
+    """(time to first token, decode tokens/s after it, tokens). `seed` is sent only when sampling."""
+    request = {"model": "m", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+               "stream": True, "stream_options": {"include_usage": True}}
+    if TEMPERATURE > 0:  # greedy requests stay exactly as they were
+        request.update(temperature=TEMPERATURE, top_p=TOP_P, seed=seed)
+    body = json.dumps(request)
     conn = http.client.HTTPConnection("127.0.0.1", port)
     start = time.perf_counter()
     conn.request("POST", "/v1/completions", body, {"content-type": "application/json"})
@@ -47,13 +53,15 @@ def stream(port, prompt, max_tokens):
             first = time.perf_counter()
     end = time.perf_counter()
     conn.close()
+    if first is None:  # no text at all: when sampling, the only token drawn may end the text
+        first = end
     return first - start, (tokens - 1) / max(end - first, 1e-9), tokens
 
 
 def aggregate(port, n, base):
     out = [None] * n
     def worker(i):
-        out[i] = stream(port, decode_prompt(base + i), STREAM_TOKENS)
+        out[i] = stream(port, decode_prompt(base + i), STREAM_TOKENS, seed=1 + i)
     start = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
     for t in threads:
@@ -67,7 +75,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--kiln", default="target/release/kiln")
     ap.add_argument("--model", required=True)
+    add_sampling_args(ap)
     a = ap.parse_args()
+    check_sampling(ap, a)
+    global TEMPERATURE, TOP_P
+    TEMPERATURE, TOP_P = a.temperature, a.top_p
     proc, port, load_s = start(a.kiln, a.model)
     try:
         rss_loaded, _ = rss_mib(proc.pid)
@@ -89,6 +101,7 @@ def main():
         "decode_tps": statistics.median(d[1] for d in decode), "decode_tokens": [d[2] for d in decode],
         "aggregate_tps": agg,
         "rss_loaded_mib": rss_loaded, "rss_peak_mib": rss_peak,
+        "sampling": sampling_label(a.temperature, a.top_p),
         "notes": "kiln serve, HTTP + SSE streaming, continuous batching, prefix cache off",
     })
 

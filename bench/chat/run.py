@@ -4,9 +4,13 @@ transformers, on SmolLM2-135M-Instruct (Q4_1) and Gemma 3 270M (Q4_K_M), the sam
 
 For each model and engine: load time, time to first token for a ~20-token and a ~500-token
 prompt (each run opens with different words, so no engine reuses a cached prefix; kiln's prefix
-cache is off), single-stream decode tokens/s (128 greedy tokens), aggregate tokens/s at 1, 4, 8
+cache is off), single-stream decode tokens/s (128 tokens, greedy by default), aggregate tokens/s at 1, 4, 8
 and 16 concurrent streams (64 tokens each; the median of three runs), and resident memory. Each engine runs in its own
 process (and virtual environment), one after another, on an otherwise idle machine.
+
+Every engine decodes greedily unless --temperature T (> 0) is given: then all three sample with
+temperature T and nucleus --top-p P (default 1.0), nothing else cut (top-k and min-p off, no
+penalties), each request with its own seed; the results name the setting.
 
 Set-up (once; see bench/README.md):
     cargo build --release -p kiln-cli
@@ -19,6 +23,7 @@ Run from the repository root:
     bench/.venv/bin/python bench/chat/run.py            # writes bench/results/chat-<date>.{md,json,png}
     bench/.venv/bin/python bench/chat/run.py --quick    # a fast check of the harness (numbers meaningless)
     bench/.venv/bin/python bench/chat/run.py --tag b    # a second run on one day: chat-<date>-b.*
+    bench/.venv/bin/python bench/chat/run.py --temperature 0.7 --top-p 0.9 --tag t07   # sampling
 """
 import argparse
 import datetime
@@ -27,6 +32,8 @@ import os
 import platform
 import subprocess
 import sys
+
+from common import add_sampling_args, check_sampling, sampling_argv, sampling_label
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODELS = {
@@ -40,11 +47,12 @@ ENGINES = {
 }
 
 
-def run_engine(name, model, kiln, quick):
+def run_engine(name, model, kiln, quick, sampling):
     python, script = ENGINES[name]
     cmd = [python, os.path.join(HERE, script), "--model", model]
     if name == "kiln":
         cmd += ["--kiln", kiln]
+    cmd += sampling_argv(*sampling)
     env = dict(os.environ, PYTHONPATH=HERE, **({"KILN_BENCH_QUICK": "1"} if quick else {}))
     print("running", name, "on", model, file=sys.stderr, flush=True)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -64,7 +72,11 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--engines", default="kiln,llama.cpp,transformers")
     ap.add_argument("--tag", default="", help="appended to the results' file names (a second run on one day)")
+    add_sampling_args(ap)
     a = ap.parse_args()
+    check_sampling(ap, a)
+    sampling = (a.temperature, a.top_p)
+    label = sampling_label(*sampling)
     engines = a.engines.split(",")
     # The tree as the run starts (a commit made during the run must not relabel it). A binary
     # built from a tree with uncommitted changes, tracked or new, is not that commit's: say so.
@@ -72,7 +84,7 @@ def main():
     dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True).stdout.strip()
     if dirty:
         commit += " plus uncommitted changes"
-    results = {m: {e: run_engine(e, path, a.kiln, a.quick) for e in engines} for m, path in MODELS.items()}
+    results = {m: {e: run_engine(e, path, a.kiln, a.quick, sampling) for e in engines} for m, path in MODELS.items()}
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
                platform.processor())
     date = datetime.date.today().isoformat()
@@ -80,8 +92,13 @@ def main():
         f"# Chat benchmark, {date}" + (" (--quick: harness check, not a measurement)" if a.quick else ""),
         "",
         f"Command: `bench/.venv/bin/python bench/chat/run.py{' --quick' if a.quick else ''}"
-        f"{' --tag ' + a.tag if a.tag else ''}` (kiln `{a.kiln}`, built from {commit}). Machine: {cpu}, {os.cpu_count()} cores, otherwise idle. "
+        f"{' --tag ' + a.tag if a.tag else ''}{''.join(' ' + x for x in sampling_argv(*sampling))}`"
+        f" (kiln `{a.kiln}`, built from {commit}). Machine: {cpu}, {os.cpu_count()} cores, otherwise idle. "
         "Each engine runs alone, with 2 threads; medians of 3 runs after a warm-up.",
+        "",
+        "Decoding: greedy (temperature 0), every engine." if a.temperature == 0 else
+        f"Decoding: {label}, every engine (top-k and min-p off, no penalties; a seed per request"
+        " in kiln and llama.cpp, one torch seed in transformers).",
         "",
         "Targets (issue 3): single-stream decode >= 1.0x llama.cpp; aggregate at 8 streams >= 3x kiln's "
         "single stream; >= 10x faster than Python transformers.",
@@ -133,7 +150,8 @@ def main():
     suffix = ("-" + a.tag if a.tag else "") + ("-quick" if a.quick else "")
     base = f"bench/results/chat-{date}{suffix}"
     with open(base + ".json", "w") as f:
-        json.dump({"date": date, "cpu": cpu, "results": results}, f, indent=1)
+        json.dump({"date": date, "cpu": cpu, "sampling": label, "temperature": a.temperature, "top_p": a.top_p,
+                   "results": results}, f, indent=1)
     try:
         import matplotlib
         matplotlib.use("Agg")

@@ -98,10 +98,10 @@ pub struct BenchArgs {
     /// Prompt length for the first-token measurement.
     #[arg(long, default_value_t = 500)]
     pub prompt_tokens: usize,
-    /// Greedy tokens for the one-stream decode measurement.
+    /// Tokens for the one-stream decode measurement.
     #[arg(long, default_value_t = 128)]
     pub tokens: usize,
-    /// Greedy tokens per stream for the aggregate measurements (64, as `bench/chat/run.py`).
+    /// Tokens per stream for the aggregate measurements (64, as `bench/chat/run.py`).
     #[arg(long, default_value_t = 64)]
     pub stream_tokens: usize,
     /// Concurrent streams for the aggregate measurements, comma-separated.
@@ -110,6 +110,12 @@ pub struct BenchArgs {
     /// Runs of each measurement (the median is printed).
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// Sampling temperature of every request (0 = greedy, as `bench/chat/run.py`).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling of every request (with `--temperature` above 0).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     pub json: bool,

@@ -53,6 +53,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         !args.streams.is_empty() && args.streams.iter().all(|&n| n > 0),
         "--streams takes counts of at least 1, e.g. 1,4,8"
     );
+    let params = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        // Every run draws the same tokens (each stream of a batch its own, see `together`).
+        seed: Some(1),
+        ..SamplingParams::default()
+    };
+    if let Err(e) = params.validate() {
+        bail!("{e}");
+    }
     let started = Instant::now();
     let (resolved, model) = crate::cmd_generate::load_chat_model(&args.model, &args.source)?;
     let load = started.elapsed();
@@ -95,16 +105,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let short = prompt_of(engine.model(), short_len)?;
     // Warm-up, not measured: the first long prompt pass and the first batch of the most
     // streams pay for page faults, buffers and KV caches that later runs reuse.
-    one(&engine, &prompt, 1)?;
-    together(&engine, &short, 4, max_streams)?;
+    one(&engine, &params, &prompt, 1)?;
+    together(&engine, &params, &short, 4, max_streams)?;
     let mut prompt_ms = Vec::new();
     for _ in 0..args.runs {
-        prompt_ms.push(one(&engine, &prompt, 1)?.first.as_secs_f64() * 1e3);
+        prompt_ms.push(one(&engine, &params, &prompt, 1)?.first.as_secs_f64() * 1e3);
     }
     let mut rates = Vec::new();
     let mut decoded = Vec::new();
     for _ in 0..args.runs {
-        let r = one(&engine, &short, args.tokens)?;
+        let r = one(&engine, &params, &short, args.tokens)?;
         decoded.push(r.tokens);
         rates.extend(r.decode_rate());
     }
@@ -113,7 +123,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut tps = Vec::new();
         for _ in 0..args.runs {
             let start = Instant::now();
-            let runs = together(&engine, &short, args.stream_tokens, n)?;
+            let runs = together(&engine, &params, &short, args.stream_tokens, n)?;
             let tokens: usize = runs.iter().map(|r| r.tokens).sum();
             tps.push(tokens as f64 / start.elapsed().as_secs_f64());
         }
@@ -125,6 +135,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
         stream_tokens: args.stream_tokens,
         decode_prompt_tokens: short.len(),
         threads: kiln_kernels::parallel::threads(),
+        temperature: params.temperature,
+        top_p: params.top_p,
         load_s: load.as_secs_f64(),
         prompt_tokens: prompt.len(),
         prompt_ms: median(prompt_ms),
@@ -158,24 +170,34 @@ fn prompt_of(model: &ChatModel, n: usize) -> Result<Vec<u32>> {
     }
 }
 
-/// One greedy request of `prompt` for at most `max_tokens`, timed.
-fn one(engine: &GenerationEngine, prompt: &[u32], max_tokens: usize) -> Result<Run> {
-    Ok(together(engine, prompt, max_tokens, 1)?.remove(0))
+/// One request of `prompt` for at most `max_tokens`, timed.
+fn one(
+    engine: &GenerationEngine,
+    params: &SamplingParams,
+    prompt: &[u32],
+    max_tokens: usize,
+) -> Result<Run> {
+    Ok(together(engine, params, prompt, max_tokens, 1)?.remove(0))
 }
 
-/// `n` greedy requests submitted at once, each timed from the submission.
+/// `n` requests submitted at once, each timed from the submission; request `i` draws with
+/// the seed of `params` plus `i`.
 fn together(
     engine: &GenerationEngine,
+    params: &SamplingParams,
     prompt: &[u32],
     max_tokens: usize,
     n: usize,
 ) -> Result<Vec<Run>> {
     let start = Instant::now();
     let receivers = (0..n)
-        .map(|_| {
+        .map(|i| {
             engine.submit(GenerationRequest {
                 prompt: prompt.to_vec(),
-                params: SamplingParams::greedy(),
+                params: SamplingParams {
+                    seed: params.seed.map(|s| s + i as u64),
+                    ..params.clone()
+                },
                 max_tokens,
                 stop: Vec::new(),
             })
@@ -229,6 +251,9 @@ struct Report {
     stream_tokens: usize,
     decode_prompt_tokens: usize,
     threads: usize,
+    /// 0 for greedy.
+    temperature: f32,
+    top_p: f32,
     load_s: f64,
     prompt_tokens: usize,
     prompt_ms: f64,
@@ -241,8 +266,13 @@ struct Report {
 impl Report {
     /// Lines for a person.
     fn text(&self) -> String {
+        let sampling = if self.temperature > 0.0 {
+            format!("temperature {}, top-p {}", self.temperature, self.top_p)
+        } else {
+            "greedy".into()
+        };
         let mut s = format!(
-            "{} on {} kernel threads, medians of {} runs\n",
+            "{} on {} kernel threads, {sampling}, medians of {} runs\n",
             self.model, self.threads, self.runs
         );
         s += &format!("load                        {:>9.2} s\n", self.load_s);
@@ -274,6 +304,8 @@ impl Report {
         serde_json::json!({
             "model": self.model,
             "threads": self.threads,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
             "runs": self.runs,
             "load_s": self.load_s,
             "prompt_tokens": self.prompt_tokens,

@@ -599,6 +599,10 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
     );
     assert_eq!(report["runs"], 2);
     assert_eq!(
+        (&report["temperature"], &report["top_p"]),
+        (&json!(0.0), &json!(1.0))
+    );
+    assert_eq!(
         (
             &report["tokens"],
             &report["stream_tokens"],
@@ -620,7 +624,7 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
         .iter()
         .all(|a| a["tokens_per_s"].as_f64().unwrap() > 0.0));
 
-    // The same measurements as lines for a person.
+    // The same measurements as lines for a person, of sampled requests.
     let out = kiln()
         .args([
             "bench",
@@ -630,6 +634,10 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
             "4",
             "--runs",
             "1",
+            "--temperature",
+            "0.8",
+            "--top-p",
+            "0.9",
             "-m",
         ])
         .arg(&dir)
@@ -643,6 +651,7 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
     );
     for line in [
         "tiny-llama on ",
+        "temperature 0.8, top-p 0.9, medians of 1 runs",
         "first token,    12-token prompt",
         "decode, one stream",
         "tokens/s (4 tokens)",
@@ -652,7 +661,8 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
         assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
     }
 
-    // An embedding model, a zero stream count and a prompt past the context are clear errors.
+    // An embedding model, a zero stream count, a temperature out of range and a prompt past
+    // the context are clear errors.
     let bert = tempfile::tempdir().unwrap();
     write_tiny_bert(bert.path(), &TinyBertSpec::default()).unwrap();
     for (args, want) in [
@@ -663,6 +673,10 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
         (
             vec!["-m", dir.to_str().unwrap(), "--streams", "1,0"],
             "--streams",
+        ),
+        (
+            vec!["-m", dir.to_str().unwrap(), "--temperature", "3"],
+            "temperature must be between 0 and 2",
         ),
         (
             vec!["-m", dir.to_str().unwrap(), "--prompt-tokens", "100000"],

@@ -23,6 +23,7 @@ mod quant_packed_k;
 mod quant_vnni;
 #[cfg(target_arch = "x86_64")]
 mod quantize_avx512;
+pub mod sampling;
 pub mod swiglu;
 #[cfg(not(target_arch = "wasm32"))]
 mod team;

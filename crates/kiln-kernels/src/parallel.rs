@@ -125,7 +125,8 @@ pub(crate) fn for_each_chunk_mut<T: Send>(
 }
 
 /// Calls `f` on every item: spread over the kernel threads on native targets, in order on wasm.
-pub(crate) fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
+/// Each item is one task: give it work of tens of microseconds or more.
+pub fn for_each_mut<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         let items: Vec<std::sync::Mutex<&mut T>> =
