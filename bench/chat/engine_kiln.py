@@ -55,7 +55,9 @@ def stream(port, prompt, max_tokens, seed=1):
     conn.close()
     if first is None:  # no text at all: when sampling, the only token drawn may end the text
         first = end
-    return first - start, (tokens - 1) / max(end - first, 1e-9), tokens
+    # No rate without an interval after the first token (one token, or none).
+    rate = (tokens - 1) / (end - first) if tokens > 1 and end > first else None
+    return first - start, rate, tokens
 
 
 def aggregate(port, n, base):
@@ -98,7 +100,8 @@ def main():
         proc.wait()
     emit({
         "engine": "kiln", "load_s": load_s, "ttft_short_ms": ttft_short * 1e3, "ttft_long_ms": ttft_long * 1e3,
-        "decode_tps": statistics.median(d[1] for d in decode), "decode_tokens": [d[2] for d in decode],
+        "decode_tps": statistics.median(d[1] for d in decode if d[1] is not None),
+        "decode_tokens": [d[2] for d in decode],
         "aggregate_tps": agg,
         "rss_loaded_mib": rss_loaded, "rss_peak_mib": rss_peak,
         "sampling": sampling_label(a.temperature, a.top_p),

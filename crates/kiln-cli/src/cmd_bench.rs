@@ -63,6 +63,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if let Err(e) = params.validate() {
         bail!("{e}");
     }
+    ensure!(
+        params.temperature > 0.0 || params.top_p >= 1.0,
+        "--top-p needs a --temperature above 0 (greedy decoding has nothing to cut)"
+    );
     let started = Instant::now();
     let (resolved, model) = crate::cmd_generate::load_chat_model(&args.model, &args.source)?;
     let load = started.elapsed();

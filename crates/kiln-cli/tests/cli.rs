@@ -679,6 +679,10 @@ fn bench_measures_a_chat_model_and_refuses_what_it_cannot_measure() {
             "temperature must be between 0 and 2",
         ),
         (
+            vec!["-m", dir.to_str().unwrap(), "--top-p", "0.5"],
+            "--top-p needs a --temperature above 0",
+        ),
+        (
             vec!["-m", dir.to_str().unwrap(), "--prompt-tokens", "100000"],
             "exceed the model's context",
         ),

@@ -1,6 +1,7 @@
 //! Choosing one token from a step's logits, at the vocabularies of SmolLM2 (49,152) and
 //! Gemma 3 (262,144), for the sampling settings clients send: greedy, OpenAI's default
-//! (temperature 1), `kiln chat`'s (temperature 0.7, top-p 0.9), top-k 40 and min-p 0.05.
+//! (temperature 1), `kiln chat`'s (temperature 0.7, top-p 0.9), top-k 40, min-p 0.05, and min-p
+//! with top-p.
 //!
 //! `cargo bench -p kiln-core --bench sampling` prints the median time of one `sample` call.
 //! The logits are drawn from a normal distribution (standard deviation 2.5) with a few
@@ -70,6 +71,15 @@ fn main() {
         (
             "temperature 1, min-p 0.05",
             SamplingParams {
+                min_p: 0.05,
+                ..Default::default()
+            },
+        ),
+        (
+            "temperature 0.7, top-p 0.95, min-p 0.05",
+            SamplingParams {
+                temperature: 0.7,
+                top_p: 0.95,
                 min_p: 0.05,
                 ..Default::default()
             },

@@ -215,8 +215,8 @@ const CUT: f32 = 40.0;
 /// Only the head of the distribution is sorted: a search over [`floors`] finds the lightest
 /// weight a kept token can have (the heaviest floor above which `top_k` tokens, or `top_p` of
 /// the total, lie), one vectorized pass per probe ([`at_or_above`]), and only the tokens at or
-/// above it are sorted. Sorting every candidate cost 0.9-1.1 ms per token for SmolLM2's
-/// 49,152 and 5.3-7.4 ms for Gemma 3's 262,144 (`cargo bench -p kiln-core --bench sampling`).
+/// above it are sorted. Sorting every candidate cost 0.9-1.2 ms per token for SmolLM2's
+/// 49,152 and 5.3-7.6 ms for Gemma 3's 262,144 (`cargo bench -p kiln-core --bench sampling`).
 fn kept(
     weights: &[f32],
     total: f64,
@@ -236,6 +236,7 @@ fn kept(
         head
     };
     let mut total = total;
+    let mut min_p_head = false;
     let mut head = match top_k {
         Some(k) => {
             // The k heaviest, and the total theirs.
@@ -245,23 +246,34 @@ fn kept(
             head
         }
         None => {
-            let mut floor = min_p.max(0.0);
+            let mut floor = 0.0f32;
             if top_p < 1.0 {
                 let need = top_p as f64 * total;
-                floor = floor.max(heaviest_floor(weights, |_, mass| mass >= need));
+                floor = heaviest_floor(weights, |_, mass| mass >= need);
+            }
+            // Min-p's floor is the heavier: the head is every token min-p keeps (the best
+            // weighs exactly 1), so top-p reaching past it cuts nothing more.
+            if min_p > 0.0 && min_p >= floor {
+                floor = min_p;
+                min_p_head = true;
             }
             sorted_above(floor)
         }
     };
-    let cut = |head: &[(u32, f32)]| -> Option<usize> {
+    let cut = |head: &[(u32, f32)], whole: bool| -> Option<usize> {
         let mut keep = head.len();
         if top_p < 1.0 {
             let need = top_p as f64 * total;
             let mut sum = 0.0;
-            keep = head.iter().position(|c| {
+            let reached = head.iter().position(|c| {
                 sum += c.1 as f64;
                 sum >= need
-            })? + 1;
+            });
+            match reached {
+                Some(i) => keep = i + 1,
+                None if whole => {}
+                None => return None,
+            }
         }
         if min_p > 0.0 {
             let best = head.first().map_or(0.0, |c| c.1);
@@ -270,22 +282,22 @@ fn kept(
         }
         Some(keep)
     };
-    let keep = match cut(&head) {
+    // The head is all there is to keep with top-k (the k heaviest) or min-p's floor.
+    let keep = match cut(&head, top_k.is_some() || min_p_head) {
         Some(keep) => keep,
-        None if top_k.is_none() => {
+        None => {
             // The search's sum and the sorted one round apart at the very edge: every
             // candidate.
             head = sorted_above(0.0);
-            cut(&head).unwrap_or(head.len())
+            cut(&head, true).unwrap_or(head.len())
         }
-        None => head.len(),
     };
     head.truncate(keep.max(1));
     head
 }
 
-/// Floors to search, heaviest first: 8 per power of 2 from 1 (the best token's weight) down
-/// to 2^-64, below the lightest weight a candidate can have (e^-40).
+/// Floors to search, heaviest first: 8 per power of 2, from 1.875 (above the best token's
+/// weight, 1) down to 2^-63, below the lightest weight a candidate can have (e^-40).
 fn floors() -> impl DoubleEndedIterator<Item = f32> + ExactSizeIterator + Clone {
     (0..64u32 * 8).map(|b| f32::from_bits(((127 - b / 8) << 23) | ((7 - b % 8) << 20)))
 }
@@ -528,14 +540,20 @@ mod tests {
 
     /// Draws follow the distribution: with nothing cut, each of 6 tokens comes up in
     /// proportion to `e^(l / t)` (within 5 standard deviations over 60,000 draws), and top-p
-    /// draws only from its prefix, in proportion within it.
+    /// draws only from its prefix of the tempered probabilities, in proportion within it.
     #[test]
     fn draws_follow_the_probabilities() {
         let logits = [2.0f32, 0.0, 1.0, f32::NEG_INFINITY, 1.5, -1.0];
         let t = 0.8f32;
         let p: Vec<f64> = logits.iter().map(|&l| ((l / t) as f64).exp()).collect();
         let z: f64 = p.iter().sum();
-        for (top_p, support) in [(1.0f32, vec![0, 1, 2, 4, 5]), (0.8, vec![0, 4, 2])] {
+        // Top-p 0.75 tells the order apart: on the tempered probabilities (0.519, 0.278, ...)
+        // tokens 0 and 4 reach it; on the untempered ones (0.463, 0.281, ...) token 2 would too.
+        for (top_p, support) in [
+            (1.0f32, vec![0, 1, 2, 4, 5]),
+            (0.8, vec![0, 4, 2]),
+            (0.75, vec![0, 4]),
+        ] {
             let mut s = Sampler::new(SamplingParams {
                 temperature: t,
                 top_p,

@@ -1,5 +1,6 @@
 //! The generation engine on the real SmolLM2 GGUF: cancellation frees a slot, slots and the
-//! queue bound admission, stop strings end output, and batching does not change greedy text.
+//! queue bound admission, stop strings end output, and batching does not change greedy or
+//! seeded sampled text.
 
 use kiln_core::sampling::SamplingParams;
 use kiln_core::ChatModel;
@@ -160,6 +161,43 @@ fn greedy_text_is_the_same_alone_and_in_a_batch() {
         .collect();
     let together: Vec<String> = receivers.into_iter().map(|rx| collect(rx).0).collect();
     assert_eq!(alone, together);
+}
+
+/// Seeded sampling gives each request the same text alone and in a batch, where the step's
+/// draws run on the kernel threads; different seeds give different texts.
+#[test]
+fn seeded_sampled_text_is_the_same_alone_and_in_a_batch() {
+    let engine = GenerationEngine::start("smol", model(), GenerationConfig::default());
+    let prompts = [
+        "Once upon a time",
+        "My favourite colour is",
+        "The best thing about kilns is",
+        "Write a poem about the sea:",
+        "Once upon a time",
+    ];
+    let sampled = |i: usize, p: &str| GenerationRequest {
+        params: SamplingParams {
+            temperature: 1.0,
+            top_p: 0.95,
+            seed: Some(100 + i as u64),
+            ..SamplingParams::default()
+        },
+        ..request(&engine, p, 24, &[])
+    };
+    let alone: Vec<String> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| collect(engine.submit(sampled(i, p)).unwrap()).0)
+        .collect();
+    let receivers: Vec<_> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| engine.submit(sampled(i, p)).unwrap())
+        .collect();
+    let together: Vec<String> = receivers.into_iter().map(|rx| collect(rx).0).collect();
+    assert_eq!(alone, together);
+    // The first and last prompts are the same, their seeds not.
+    assert_ne!(alone[0], alone[4], "different seeds, same text");
 }
 
 #[test]

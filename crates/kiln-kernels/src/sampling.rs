@@ -1,6 +1,6 @@
 //! The passes of drawing a token over a whole vocabulary: each token's weight
 //! `e^(l / temperature - best)`, the count and sum of the weights above a floor (where top-k
-//! and top-p cut), and the draw of an index from the weights. Both are plain
+//! and top-p cut), and the draw of an index from the weights. All three are plain
 //! loops compiled for the best instruction set of the CPU (`multiversion!`); no
 //! multiply and add is fused, so the weights are the same bits everywhere (a seed picks the same
 //! tokens on every machine and in the browser).
@@ -14,7 +14,7 @@ const DRAW_CHUNK: usize = 64;
 crate::cpu::multiversion! {
     /// Writes each token's weight `e^(l / temperature - best)` into `weights` (`best` the
     /// largest finite `l / temperature`, whose weight is 1): 0 for a non-finite logit and for
-    /// a token more than `cut` below the best. Returns the weights' sum in `f64`, 0 when no logit
+    /// a token `cut` or more below the best. Returns the weights' sum in `f64`, 0 when no logit
     /// is finite. `temperature` must be positive.
     pub fn token_weights(logits: &[f32], temperature: f32, cut: f32, weights: &mut Vec<f32>) -> f64 {
         let mut top = [f32::NEG_INFINITY; LANES];
@@ -178,6 +178,32 @@ mod tests {
         let none = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
         assert_eq!(token_weights(&none, 1.0, 40.0, &mut w), 0.0);
         assert!(w.is_empty());
+    }
+
+    /// The weights are the bits of the plain formula compiled for the baseline instruction set
+    /// (this test's own code), whichever version `token_weights` runs on this CPU: no multiply
+    /// and add fused, the same order of operations.
+    #[test]
+    fn weights_are_the_baseline_bits() {
+        for t in [0.3f32, 0.7, 1.0, 1.9] {
+            let l = logits(5000);
+            let mut w = Vec::new();
+            token_weights(&l, t, 40.0, &mut w);
+            let best = l
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(f32::NEG_INFINITY, |a, &b| a.max(b))
+                / t;
+            for (i, (&l, &w)) in l.iter().zip(&w).enumerate() {
+                let x = l / t - best;
+                let want = if l.is_finite() && x > -40.0 {
+                    crate::activation::exp(x.max(-40.0))
+                } else {
+                    0.0
+                };
+                assert_eq!(w.to_bits(), want.to_bits(), "t {t}, token {i}");
+            }
+        }
     }
 
     /// Counts and sums at or above a floor against a plain filter.
