@@ -60,9 +60,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         seed: Some(1),
         ..SamplingParams::default()
     };
-    if let Err(e) = params.validate() {
-        bail!("{e}");
-    }
+    params.validate().map_err(anyhow::Error::msg)?;
     ensure!(
         params.temperature > 0.0 || params.top_p >= 1.0,
         "--top-p needs a --temperature above 0 (greedy decoding has nothing to cut)"

@@ -151,16 +151,25 @@ fn greedy_text_is_the_same_alone_and_in_a_batch() {
         "Water boils at",
         "My favourite colour is",
     ];
-    let alone: Vec<String> = prompts
-        .iter()
-        .map(|p| collect(engine.submit(request(&engine, p, 16, &[])).unwrap()).0)
-        .collect();
-    let receivers: Vec<_> = prompts
-        .iter()
-        .map(|p| engine.submit(request(&engine, p, 16, &[])).unwrap())
-        .collect();
-    let together: Vec<String> = receivers.into_iter().map(|rx| collect(rx).0).collect();
+    let (alone, together) = alone_and_together(&engine, prompts.len(), |i| {
+        request(&engine, prompts[i], 16, &[])
+    });
     assert_eq!(alone, together);
+}
+
+/// The texts of requests `make(0..n)` submitted one after another (each alone), then all at
+/// once (in one batch).
+fn alone_and_together(
+    engine: &GenerationEngine,
+    n: usize,
+    make: impl Fn(usize) -> GenerationRequest,
+) -> (Vec<String>, Vec<String>) {
+    let alone = (0..n)
+        .map(|i| collect(engine.submit(make(i)).unwrap()).0)
+        .collect();
+    let receivers: Vec<_> = (0..n).map(|i| engine.submit(make(i)).unwrap()).collect();
+    let together = receivers.into_iter().map(|rx| collect(rx).0).collect();
+    (alone, together)
 }
 
 /// Seeded sampling gives each request the same text alone and in a batch, where the step's
@@ -175,26 +184,15 @@ fn seeded_sampled_text_is_the_same_alone_and_in_a_batch() {
         "Write a poem about the sea:",
         "Once upon a time",
     ];
-    let sampled = |i: usize, p: &str| GenerationRequest {
+    let (alone, together) = alone_and_together(&engine, prompts.len(), |i| GenerationRequest {
         params: SamplingParams {
             temperature: 1.0,
             top_p: 0.95,
             seed: Some(100 + i as u64),
             ..SamplingParams::default()
         },
-        ..request(&engine, p, 24, &[])
-    };
-    let alone: Vec<String> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| collect(engine.submit(sampled(i, p)).unwrap()).0)
-        .collect();
-    let receivers: Vec<_> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| engine.submit(sampled(i, p)).unwrap())
-        .collect();
-    let together: Vec<String> = receivers.into_iter().map(|rx| collect(rx).0).collect();
+        ..request(&engine, prompts[i], 24, &[])
+    });
     assert_eq!(alone, together);
     // The first and last prompts are the same, their seeds not.
     assert_ne!(alone[0], alone[4], "different seeds, same text");
