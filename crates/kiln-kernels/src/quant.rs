@@ -703,7 +703,7 @@ impl QuantLinear {
             let input = TileInput::gather(&rows_in, k / self.format.block_len());
             return Filler {
                 n,
-                chunk: (n / GROUP).div_ceil(threads() * 4).max(1) * GROUP,
+                chunk: packed_chunk(n),
                 fill: Box::new(move |start, end, parts| {
                     let groups = &data[start / GROUP * group_bytes..end / GROUP * group_bytes];
                     let mut scratch = TileScratch::default();
@@ -714,7 +714,7 @@ impl QuantLinear {
         Filler {
             n,
             // Chunks of whole groups.
-            chunk: (n / GROUP).div_ceil(threads() * 4).max(1) * GROUP,
+            chunk: packed_chunk(n),
             fill: Box::new(move |start, end, parts| {
                 let width = end - start;
                 let mut tile_out = [[0.0f32; GROUP]; TILE];
@@ -731,6 +731,25 @@ impl QuantLinear {
             }),
         }
     }
+}
+
+/// Output columns per task of a packed layer of `n` columns: whole groups, one share per
+/// kernel thread.
+///
+/// Fewer, larger tasks stream the weights faster: each task's columns are one run of the
+/// packed bytes, read ahead by the prefetchers, and a hand-over starts a new run cold. The
+/// `quant_stream` bench (a whole model's layers per step, 2 threads, two alternating rounds,
+/// 2026-12-04, Intel Xeon with AMX), ms per step at 1/4/8 rows: SmolLM2-135M shapes 2.16,
+/// 2.12 / 2.79, 2.74 / 4.00, 3.97 with four tasks per thread; 2.13 / 2.50 / 3.62 with two;
+/// 2.10 / 2.46 / 3.58 with one; Gemma 3 270M shapes within 2% either way.
+/// `kiln bench` on SmolLM2, three alternating rounds, 8 streams 1375-1443 → 1512-1562
+/// tokens/s, one stream 392-400 → 409-417, 20-token first token 9.7-9.9 → 9.1-9.4 ms; over
+/// HTTP (`bench/chat/engine_kiln.py`'s aggregate, medians of three) 8 streams 1262-1288 →
+/// 1353-1381. Eight or sixteen tasks per thread had measured slower still
+/// (`bench/results/kernels-session10-2026-12-03.md`).
+fn packed_chunk(n: usize) -> usize {
+    use crate::quant_packed::GROUP;
+    (n / GROUP).div_ceil(threads()).max(1) * GROUP
 }
 
 /// A layer's output columns as work: `fill(start, end, parts)` writes the columns
