@@ -149,16 +149,13 @@ fn a_batch_of_prompts_gets_each_prompts_logits_bit_for_bit() {
     let mut steps: Vec<SequenceStep<'_>> = prompts
         .iter()
         .zip(caches.iter_mut())
-        .map(|(p, cache)| SequenceStep { tokens: p, cache })
+        .map(|(p, cache)| SequenceStep::new(p, cache))
         .collect();
     let firsts = m.model.forward_batch(&mut steps).unwrap();
     let mut steps: Vec<SequenceStep<'_>> = next
         .iter()
         .zip(caches.iter_mut())
-        .map(|(t, cache)| SequenceStep {
-            tokens: std::slice::from_ref(t),
-            cache,
-        })
+        .map(|(t, cache)| SequenceStep::new(std::slice::from_ref(t), cache))
         .collect();
     let seconds = m.model.forward_batch(&mut steps).unwrap();
     let n = vocab as usize;
@@ -166,6 +163,75 @@ fn a_batch_of_prompts_gets_each_prompts_logits_bit_for_bit() {
         assert_eq!(&firsts[s * n..(s + 1) * n], &first[..], "prompt {s}");
         assert_eq!(
             &seconds[s * n..(s + 1) * n],
+            &second[..],
+            "step after prompt {s}"
+        );
+    }
+}
+
+/// A sequence whose step wants no logits (a prompt chunk before the last) gets none: its row
+/// of the batch's logits is left as it was, its cache still takes the tokens (the next step's
+/// logits are those of the prompt run alone), and the other sequences' logits are unchanged.
+#[test]
+fn a_step_that_wants_no_logits_fills_the_cache_and_skips_the_output_layer() {
+    use kiln_core::models::llama::{LogitsWanted, SequenceStep};
+    let m = ChatModel::load(&dir()).unwrap();
+    let vocab = m.model.config().vocab_size;
+    let prompts: Vec<Vec<u32>> = (0..4u32)
+        .map(|s| {
+            (0..40u32)
+                .map(|i| (i * 131 + s * 17 + 1) % vocab as u32)
+                .collect()
+        })
+        .collect();
+    let next = [3u32, 8, 21, 34];
+    let alone: Vec<(Vec<f32>, Vec<f32>)> = prompts
+        .iter()
+        .zip(next)
+        .map(|(p, t)| {
+            let mut cache = m.model.new_cache(p.len() + 1);
+            let first = m.model.forward(p, &mut cache).unwrap();
+            (first, m.model.forward(&[t], &mut cache).unwrap())
+        })
+        .collect();
+    let mut caches: Vec<_> = prompts
+        .iter()
+        .map(|p| m.model.new_cache(p.len() + 1))
+        .collect();
+    let skipped = |s: usize| s % 2 == 1;
+    let mut steps: Vec<SequenceStep<'_>> = prompts
+        .iter()
+        .zip(caches.iter_mut())
+        .enumerate()
+        .map(|(s, (p, cache))| SequenceStep {
+            wanted: if skipped(s) {
+                LogitsWanted::Nothing
+            } else {
+                LogitsWanted::All
+            },
+            ..SequenceStep::new(p, cache)
+        })
+        .collect();
+    const UNTOUCHED: f32 = 12345.0;
+    let mut logits = vec![UNTOUCHED; 4 * vocab];
+    m.model.forward_batch_into(&mut steps, &mut logits).unwrap();
+    for (s, (first, _)) in alone.iter().enumerate() {
+        let row = &logits[s * vocab..(s + 1) * vocab];
+        if skipped(s) {
+            assert!(row.iter().all(|&v| v == UNTOUCHED), "prompt {s} got logits");
+        } else {
+            assert_eq!(row, &first[..], "prompt {s}");
+        }
+    }
+    let mut steps: Vec<SequenceStep<'_>> = next
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(t, cache)| SequenceStep::new(std::slice::from_ref(t), cache))
+        .collect();
+    let seconds = m.model.forward_batch(&mut steps).unwrap();
+    for (s, (_, second)) in alone.iter().enumerate() {
+        assert_eq!(
+            &seconds[s * vocab..(s + 1) * vocab],
             &second[..],
             "step after prompt {s}"
         );

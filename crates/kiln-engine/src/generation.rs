@@ -11,7 +11,7 @@ use crate::idle::{earliest, IdleRelease};
 use crate::prefix_cache::PrefixCache;
 use crate::queue::{BoundedQueue, Waited};
 use crate::EngineError;
-use kiln_core::models::llama::{KvCache, SequenceStep};
+use kiln_core::models::llama::{KvCache, LogitsWanted, SequenceStep};
 use kiln_core::sampling::{Sampler, SamplingParams};
 use kiln_core::text_stream::TextStream;
 use kiln_core::ChatModel;
@@ -479,9 +479,18 @@ impl<'a> Scheduler<'a> {
             .running
             .iter_mut()
             .zip(&inputs)
-            .map(|(s, t)| SequenceStep {
-                tokens: t,
-                cache: &mut s.cache,
+            .map(|(s, t)| {
+                // A prompt chunk before the prompt's last needs no logits.
+                let wanted = if s.prefilled + t.len() < s.job.request.prompt.len() {
+                    LogitsWanted::Nothing
+                } else {
+                    LogitsWanted::All
+                };
+                SequenceStep {
+                    tokens: t,
+                    cache: &mut s.cache,
+                    wanted,
+                }
             })
             .collect();
         let result = self

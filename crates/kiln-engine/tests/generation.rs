@@ -385,3 +385,32 @@ fn streamed_text_is_the_decode_of_the_generated_tokens() {
         );
     }
 }
+
+/// A prompt prefilled in chunks of 3 tokens (the chunks before the last skip the output layer)
+/// gives the greedy text of the prompt prefilled whole, alone and in a batch.
+#[test]
+fn a_prompt_prefilled_in_small_chunks_gives_the_same_text() {
+    let whole = GenerationEngine::start("smol", model(), GenerationConfig::default());
+    let chunked = GenerationEngine::start(
+        "smol",
+        model(),
+        GenerationConfig {
+            prefill_chunk: 3,
+            ..GenerationConfig::default()
+        },
+    );
+    let prompts = [
+        "The capital of France is",
+        "Write a haiku about autumn leaves falling on a quiet river:",
+        "def fibonacci(n):",
+    ];
+    let want: Vec<String> = prompts
+        .iter()
+        .map(|p| collect(whole.submit(request(&whole, p, 16, &[])).unwrap()).0)
+        .collect();
+    let (alone, together) = alone_and_together(&chunked, prompts.len(), |i| {
+        request(&chunked, prompts[i], 16, &[])
+    });
+    assert_eq!(alone, want, "prefilled in chunks, alone");
+    assert_eq!(together, want, "prefilled in chunks, in a batch");
+}

@@ -526,12 +526,37 @@ pub struct LlamaModel {
     output: Dense,
 }
 
+/// Which of a sequence's logits a step computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogitsWanted {
+    /// Every token's logit.
+    #[default]
+    All,
+    /// None: the step only fills the cache (a prompt chunk before the prompt's last), and the
+    /// output layer, for a small model a large share of a chunk's weights (Gemma 3 270M's is
+    /// 178 MB of 242), is skipped; the sequence's row of logits holds unspecified values.
+    Nothing,
+}
+
 /// One sequence's part of a batched step: the tokens it appends and its cache.
 pub struct SequenceStep<'a> {
     /// Tokens to append (one when decoding, a chunk when prefilling).
     pub tokens: &'a [u32],
     /// The sequence's cache.
     pub cache: &'a mut KvCache,
+    /// The logits the step computes for it.
+    pub wanted: LogitsWanted,
+}
+
+impl<'a> SequenceStep<'a> {
+    /// A step that appends `tokens` to `cache` and computes every logit after them.
+    pub fn new(tokens: &'a [u32], cache: &'a mut KvCache) -> Self {
+        Self {
+            tokens,
+            cache,
+            wanted: LogitsWanted::All,
+        }
+    }
 }
 
 impl LlamaModel {
@@ -606,6 +631,7 @@ impl LlamaModel {
             "output.weight"
         };
         let output = f.dense(&[output_name.to_string()], &[c.vocab_size], h)?;
+
         // A tied, quantized output matrix doubles as the embedding table: rows are dequantized
         // on lookup exactly as a separate table would hold them, without a second copy.
         let embeddings = if tied && matches!(output, Dense::Quant(_)) {
@@ -642,7 +668,7 @@ impl LlamaModel {
 
     /// Appends `tokens` to the sequence in `cache` and returns the logits after its last token.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>> {
-        self.forward_batch(&mut [SequenceStep { tokens, cache }])
+        self.forward_batch(&mut [SequenceStep::new(tokens, cache)])
     }
 
     /// Writes the embedding of token `t` into `out`.
@@ -669,9 +695,9 @@ impl LlamaModel {
 
     /// Runs one step for several sequences at once: each appends its tokens (one for decoding,
     /// several for a prefill chunk) to its own cache. Dense layers see all rows together;
-    /// attention stays within each sequence. Returns the logits after each sequence's last token,
-    /// one row of `vocab_size` per sequence, in one buffer (no copy per sequence: a vocabulary
-    /// can be 262,144 wide).
+    /// attention stays within each sequence. Returns the logits after each sequence's last token
+    /// (those its step [`SequenceStep::wanted`]), one row of `vocab_size` per sequence, in one
+    /// buffer (no copy per sequence: a vocabulary can be 262,144 wide).
     pub fn forward_batch(&self, steps: &mut [SequenceStep<'_>]) -> Result<Vec<f32>> {
         let mut logits = Vec::new();
         self.forward_batch_into(steps, &mut logits)?;
@@ -860,11 +886,36 @@ impl LlamaModel {
         }
         let mut normed_last = vec![0.0f32; last_rows.len()];
         rms_norm(&last_rows, &self.output_norm, c.rms_eps, &mut normed_last);
-        // Every value is overwritten by the output layer.
+        let wanted: Vec<LogitsWanted> = steps.iter().map(|s| s.wanted).collect();
         logits.resize(steps.len() * c.vocab_size, 0.0);
-        self.output.forward(&normed_last, steps.len(), logits);
+        self.output_logits(&normed_last, &wanted, logits);
         buffers.keep();
         Ok(())
+    }
+
+    /// The output layer for the normed last rows `x`, one per sequence, into `logits`: the
+    /// rows of the sequences that want them, gathered where some do not.
+    fn output_logits(&self, x: &[f32], wanted: &[LogitsWanted], logits: &mut [f32]) {
+        let (h, vocab) = (self.config.hidden, self.config.vocab_size);
+        let rows: Vec<usize> = (0..wanted.len())
+            .filter(|&r| wanted[r] == LogitsWanted::All)
+            .collect();
+        if rows.len() == wanted.len() {
+            // Every value is overwritten by the output layer.
+            return self.output.forward(x, rows.len(), logits);
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let mut inputs = Vec::with_capacity(rows.len() * h);
+        for &r in &rows {
+            inputs.extend_from_slice(&x[r * h..(r + 1) * h]);
+        }
+        let mut out = vec![0.0f32; rows.len() * vocab];
+        self.output.forward(&inputs, rows.len(), &mut out);
+        for (&r, row) in rows.iter().zip(out.chunks_exact(vocab)) {
+            logits[r * vocab..(r + 1) * vocab].copy_from_slice(row);
+        }
     }
 }
 
