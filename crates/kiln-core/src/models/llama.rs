@@ -534,7 +534,7 @@ pub enum LogitsWanted {
     All,
     /// None: the step only fills the cache (a prompt chunk before the prompt's last), and the
     /// output layer, for a small model a large share of a chunk's weights (Gemma 3 270M's is
-    /// 178 MB of 242), is skipped; the sequence's row of logits holds unspecified values.
+    /// 178 MB of 246), is skipped; the sequence's row of logits holds unspecified values.
     Nothing,
 }
 
