@@ -169,11 +169,11 @@ fn a_batch_of_prompts_gets_each_prompts_logits_bit_for_bit() {
     }
 }
 
-/// A sequence whose step wants no logits (a prompt chunk before the last) gets none: its row
-/// of the batch's logits is left as it was, its cache still takes the tokens (the next step's
-/// logits are those of the prompt run alone), and the other sequences' logits are unchanged.
+/// A step in which no sequence wants logits (prompt chunks before their last) computes none:
+/// the logits are left as they were, the caches still take the tokens. In a batch where some
+/// sequences want logits, theirs are those of each prompt alone, bit for bit.
 #[test]
-fn a_step_that_wants_no_logits_fills_the_cache_and_skips_the_output_layer() {
+fn a_step_that_wants_no_logits_fills_the_caches_and_skips_the_output_layer() {
     use kiln_core::models::llama::{LogitsWanted, SequenceStep};
     let m = ChatModel::load(&dir()).unwrap();
     let vocab = m.model.config().vocab_size;
@@ -184,56 +184,80 @@ fn a_step_that_wants_no_logits_fills_the_cache_and_skips_the_output_layer() {
                 .collect()
         })
         .collect();
-    let next = [3u32, 8, 21, 34];
-    let alone: Vec<(Vec<f32>, Vec<f32>)> = prompts
+    let (next, last) = ([3u32, 8, 21, 34], [5u32, 13, 55, 89]);
+    let alone: Vec<[Vec<f32>; 2]> = prompts
         .iter()
-        .zip(next)
-        .map(|(p, t)| {
-            let mut cache = m.model.new_cache(p.len() + 1);
-            let first = m.model.forward(p, &mut cache).unwrap();
-            (first, m.model.forward(&[t], &mut cache).unwrap())
+        .enumerate()
+        .map(|(s, p)| {
+            let mut cache = m.model.new_cache(p.len() + 2);
+            m.model.forward(p, &mut cache).unwrap();
+            let second = m.model.forward(&[next[s]], &mut cache).unwrap();
+            [second, m.model.forward(&[last[s]], &mut cache).unwrap()]
         })
         .collect();
     let mut caches: Vec<_> = prompts
         .iter()
-        .map(|p| m.model.new_cache(p.len() + 1))
+        .map(|p| m.model.new_cache(p.len() + 2))
         .collect();
-    let skipped = |s: usize| s % 2 == 1;
-    let mut steps: Vec<SequenceStep<'_>> = prompts
-        .iter()
-        .zip(caches.iter_mut())
-        .enumerate()
-        .map(|(s, (p, cache))| SequenceStep {
-            wanted: if skipped(s) {
-                LogitsWanted::Nothing
-            } else {
-                LogitsWanted::All
-            },
-            ..SequenceStep::new(p, cache)
-        })
-        .collect();
-    const UNTOUCHED: f32 = 12345.0;
-    let mut logits = vec![UNTOUCHED; 4 * vocab];
-    m.model.forward_batch_into(&mut steps, &mut logits).unwrap();
-    for (s, (first, _)) in alone.iter().enumerate() {
-        let row = &logits[s * vocab..(s + 1) * vocab];
-        if skipped(s) {
-            assert!(row.iter().all(|&v| v == UNTOUCHED), "prompt {s} got logits");
+    let step = |tokens: Vec<&[u32]>, caches: &mut [_], wanted: &dyn Fn(usize) -> LogitsWanted| {
+        const UNTOUCHED: f32 = 12345.0;
+        let mut steps: Vec<SequenceStep<'_>> = tokens
+            .into_iter()
+            .zip(caches.iter_mut())
+            .enumerate()
+            .map(|(s, (t, cache))| SequenceStep {
+                wanted: wanted(s),
+                ..SequenceStep::new(t, cache)
+            })
+            .collect();
+        let mut logits = vec![UNTOUCHED; 4 * vocab];
+        m.model.forward_batch_into(&mut steps, &mut logits).unwrap();
+        let untouched: Vec<bool> = logits
+            .chunks_exact(vocab)
+            .map(|row| row.iter().all(|&v| v == UNTOUCHED))
+            .collect();
+        (logits, untouched)
+    };
+    let (_, untouched) = step(
+        prompts.iter().map(|p| &p[..]).collect(),
+        &mut caches,
+        &|_| LogitsWanted::Nothing,
+    );
+    assert!(
+        untouched.iter().all(|&u| u),
+        "a step wanting no logits computed some"
+    );
+    let wanted = |s: usize| {
+        if s % 2 == 1 {
+            LogitsWanted::Nothing
         } else {
-            assert_eq!(row, &first[..], "prompt {s}");
+            LogitsWanted::All
+        }
+    };
+    let (logits, _) = step(
+        next.iter().map(std::slice::from_ref).collect(),
+        &mut caches,
+        &wanted,
+    );
+    for (s, [second, _]) in alone.iter().enumerate() {
+        if wanted(s) == LogitsWanted::All {
+            assert_eq!(
+                &logits[s * vocab..(s + 1) * vocab],
+                &second[..],
+                "step after prompt {s}"
+            );
         }
     }
-    let mut steps: Vec<SequenceStep<'_>> = next
-        .iter()
-        .zip(caches.iter_mut())
-        .map(|(t, cache)| SequenceStep::new(std::slice::from_ref(t), cache))
-        .collect();
-    let seconds = m.model.forward_batch(&mut steps).unwrap();
-    for (s, (_, second)) in alone.iter().enumerate() {
+    let (logits, _) = step(
+        last.iter().map(std::slice::from_ref).collect(),
+        &mut caches,
+        &|_| LogitsWanted::All,
+    );
+    for (s, [_, third]) in alone.iter().enumerate() {
         assert_eq!(
-            &seconds[s * vocab..(s + 1) * vocab],
-            &second[..],
-            "step after prompt {s}"
+            &logits[s * vocab..(s + 1) * vocab],
+            &third[..],
+            "third step of prompt {s}"
         );
     }
 }

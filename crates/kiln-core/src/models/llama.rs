@@ -532,9 +532,10 @@ pub enum LogitsWanted {
     /// Every token's logit.
     #[default]
     All,
-    /// None: the step only fills the cache (a prompt chunk before the prompt's last), and the
-    /// output layer, for a small model a large share of a chunk's weights (Gemma 3 270M's is
-    /// 178 MB of 246), is skipped; the sequence's row of logits holds unspecified values.
+    /// None: the step only fills the cache (a prompt chunk before the prompt's last). Where no
+    /// sequence of the step wants logits, the output layer, for a small model a large share of
+    /// a chunk's weights (Gemma 3 270M's is 178 MB of 246), is skipped; the sequence's row of
+    /// logits holds unspecified values.
     Nothing,
 }
 
@@ -893,29 +894,18 @@ impl LlamaModel {
         Ok(())
     }
 
-    /// The output layer for the normed last rows `x`, one per sequence, into `logits`: the
-    /// rows of the sequences that want them, gathered where some do not.
+    /// The output layer for the normed last rows `x`, one per sequence, into `logits`; none
+    /// where no sequence wants logits (a lone prompt's chunks before its last).
+    ///
+    /// A batch in which some sequences want logits computes every row: the matrix is streamed
+    /// once for all of them, so a few more rows cost little, and gathering the wanted rows would
+    /// copy a megabyte of logits per row at every step (Gemma 3's vocabulary is 262,144 wide).
     fn output_logits(&self, x: &[f32], wanted: &[LogitsWanted], logits: &mut [f32]) {
-        let (h, vocab) = (self.config.hidden, self.config.vocab_size);
-        let rows: Vec<usize> = (0..wanted.len())
-            .filter(|&r| wanted[r] == LogitsWanted::All)
-            .collect();
-        if rows.len() == wanted.len() {
-            // Every value is overwritten by the output layer.
-            return self.output.forward(x, rows.len(), logits);
-        }
-        if rows.is_empty() {
+        if wanted.iter().all(|&w| w == LogitsWanted::Nothing) {
             return;
         }
-        let mut inputs = Vec::with_capacity(rows.len() * h);
-        for &r in &rows {
-            inputs.extend_from_slice(&x[r * h..(r + 1) * h]);
-        }
-        let mut out = vec![0.0f32; rows.len() * vocab];
-        self.output.forward(&inputs, rows.len(), &mut out);
-        for (&r, row) in rows.iter().zip(out.chunks_exact(vocab)) {
-            logits[r * vocab..(r + 1) * vocab].copy_from_slice(row);
-        }
+        // Every value is overwritten by the output layer.
+        self.output.forward(x, wanted.len(), logits);
     }
 }
 
