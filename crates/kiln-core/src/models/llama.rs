@@ -632,7 +632,6 @@ impl LlamaModel {
             "output.weight"
         };
         let output = f.dense(&[output_name.to_string()], &[c.vocab_size], h)?;
-
         // A tied, quantized output matrix doubles as the embedding table: rows are dequantized
         // on lookup exactly as a separate table would hold them, without a second copy.
         let embeddings = if tied && matches!(output, Dense::Quant(_)) {
@@ -885,27 +884,19 @@ impl LlamaModel {
             row_end += s.tokens.len();
             last_rows.extend_from_slice(&x[(row_end - 1) * h..row_end * h]);
         }
-        let mut normed_last = vec![0.0f32; last_rows.len()];
-        rms_norm(&last_rows, &self.output_norm, c.rms_eps, &mut normed_last);
-        let wanted: Vec<LogitsWanted> = steps.iter().map(|s| s.wanted).collect();
         logits.resize(steps.len() * c.vocab_size, 0.0);
-        self.output_logits(&normed_last, &wanted, logits);
+        // The output layer runs where any sequence wants logits (not for a lone prompt's chunks
+        // before its last), and then for every row: the matrix is streamed once for all of
+        // them, so a few more rows cost little, and gathering the wanted rows would copy a
+        // megabyte of logits per row at every step (Gemma 3's vocabulary is 262,144 wide).
+        if steps.iter().any(|s| s.wanted == LogitsWanted::All) {
+            let mut normed_last = vec![0.0f32; last_rows.len()];
+            rms_norm(&last_rows, &self.output_norm, c.rms_eps, &mut normed_last);
+            // Every value is overwritten by the output layer.
+            self.output.forward(&normed_last, steps.len(), logits);
+        }
         buffers.keep();
         Ok(())
-    }
-
-    /// The output layer for the normed last rows `x`, one per sequence, into `logits`; none
-    /// where no sequence wants logits (a lone prompt's chunks before its last).
-    ///
-    /// A batch in which some sequences want logits computes every row: the matrix is streamed
-    /// once for all of them, so a few more rows cost little, and gathering the wanted rows would
-    /// copy a megabyte of logits per row at every step (Gemma 3's vocabulary is 262,144 wide).
-    fn output_logits(&self, x: &[f32], wanted: &[LogitsWanted], logits: &mut [f32]) {
-        if wanted.iter().all(|&w| w == LogitsWanted::Nothing) {
-            return;
-        }
-        // Every value is overwritten by the output layer.
-        self.output.forward(x, wanted.len(), logits);
     }
 }
 
