@@ -4,6 +4,8 @@ greedy-parity, tokenizer and chat-template tests check against. Two presets:
 
 - `--preset smollm2` (default): SmolLM2-135M-Instruct, Q4_1, its own ChatML template (rendered with
   jinja2 as transformers does) -> crates/kiln-core/tests/data/smollm2_reference.json
+- `--preset tiny-qwen3`: the tiny Qwen 3 GGUF that `make_tiny_qwen3.py` writes (random weights,
+  Q8_0, a 320-token BPE vocabulary) -> crates/kiln-core/tests/data/tiny_qwen3_reference.json
 - `--preset gemma3`: Gemma 3 270M, Q4_K_M, SentencePiece tokenizer. The file carries no chat
   template, so the reference rendering is llama.cpp's built-in `gemma` template (which writes no
   BOS: kiln's rendering must equal BOS + it) -> crates/kiln-core/tests/data/gemma3_reference.json
@@ -134,6 +136,25 @@ PRESETS = {
         "tokenization": TOKENIZATION_STRINGS,
         "specials": ["<|im_start|>", "<|im_end|>", "<|endoftext|>"],
         "builtin_template": None,
+    },
+    "tiny-qwen3": {
+        "model": "crates/kiln-core/tests/data/tiny-qwen3.Q8_0.gguf",
+        "out": "crates/kiln-core/tests/data/tiny_qwen3_reference.json",
+        "tokenization": TOKENIZATION_STRINGS,
+        "specials": ["<|im_start|>", "<|im_end|>", "<s>", "</s>"],
+        "builtin_template": None,
+        # Qwen 3's template drops an earlier answer's reasoning (`<think>...</think>`).
+        "extra_chats": [
+            (
+                "earlier_reasoning_dropped",
+                [
+                    {"role": "user", "content": "What is 2 + 2?"},
+                    {"role": "assistant", "content": "<think>\nAdd the two.\n</think>\n\n4"},
+                    {"role": "user", "content": "And 3 + 3?"},
+                ],
+                True,
+            )
+        ],
     },
     "gemma3": {
         "model": "models/gemma-3-270m/gemma-3-270m-q4_k_m.gguf",
@@ -377,7 +398,7 @@ def main():
         "pad_token": tok_text(tokenizer["pad_id"]) if tokenizer["pad_id"] >= 0 else None,
     }
     chats = []
-    for name, messages, gen in CHATS:
+    for name, messages, gen in CHATS + preset.get("extra_chats", []):
         builtin = builtin_render(ref, template, messages, True)
         if compiled is not None:
             rendered = compiled.render(messages=messages, tools=None, documents=None, add_generation_prompt=True, **special_map)

@@ -44,8 +44,8 @@ CHATS = [
 N_GEN = 16
 
 
-def main():
-    torch.manual_seed(0)
+def train_tokenizer():
+    """The byte-level BPE tokenizer trained on CORPUS, with the ChatML template."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -59,6 +59,20 @@ def main():
         tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", add_bos_token=True
     )
     tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def randomize_norms(model):
+    """Norm weights near 1 but not 1, so that a norm read wrongly changes the outputs."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+
+
+def main():
+    torch.manual_seed(0)
+    tok = train_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=64,
@@ -74,14 +88,21 @@ def main():
         eos_token_id=tok.eos_token_id,
         initializer_range=0.2,
     )
-    model = LlamaForCausalLM(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-    os.makedirs(OUT, exist_ok=True)
-    model.save_pretrained(OUT, safe_serialization=True)
-    tok.save_pretrained(OUT)
+    save_with_reference(LlamaForCausalLM(config).eval(), tok, OUT, "scripts/reference/make_tiny_llama.py")
+
+
+def save_with_reference(model, tok, out, script):
+    """Randomizes the norms of `model`, saves it and `tok` in `out` and writes the reference."""
+    randomize_norms(model)
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    write_reference(model, tok, out, script)
+
+
+def write_reference(model, tok, out, script):
+    """Records transformers' tokenization, chat rendering, logits and greedy tokens in
+    `out`/reference.json."""
 
     def greedy(ids):
         ids = list(ids)
@@ -119,16 +140,16 @@ def main():
         for t in PROMPTS + ["", " spaces  and\ttabs\n", "<|im_start|>user\nhi<|im_end|>", "unseen: \u00fc\u00df \U0001F525"]
     ]
     ref = {
-        "generated_by": "scripts/reference/make_tiny_llama.py",
+        "generated_by": script,
         "torch_version": torch.__version__,
         "transformers_version": __import__("transformers").__version__,
         "completions": completions,
         "chats": chats,
         "tokenization": tokenization,
     }
-    with open(os.path.join(OUT, "reference.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(out, "reference.json"), "w", encoding="utf-8") as f:
         json.dump(ref, f, ensure_ascii=False)
-    print("wrote", OUT, sorted(os.listdir(OUT)))
+    print("wrote", out, sorted(os.listdir(out)))
     for c in completions:
         print(repr(c["prompt"]), "->", repr(tok.decode(c["generated_ids"])), "min margin", min(c["top2_margins"]))
 

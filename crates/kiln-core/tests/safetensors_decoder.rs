@@ -6,25 +6,16 @@
 //! grouped-query attention, random weights, a byte-level BPE tokenizer trained for it) and
 //! recorded transformers' tokenization, chat rendering, float32 logits and greedy tokens.
 
-use kiln_core::chat_template::ChatMessage;
+// The parity tests' helpers; only some are used here.
+#[allow(dead_code)]
+mod common;
+mod tiny_reference;
+
 use kiln_core::ChatModel;
-use serde_json::Value;
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny-llama")
-}
-
-fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir().join("reference.json")).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
 }
 
 #[test]
@@ -37,59 +28,16 @@ fn config_and_tokenizer_come_from_the_checkpoint() {
     );
     assert!(c.rope_neox && !c.f16_kv);
     assert!(m.tokenizer.is_stop(1), "</s> ends generation");
-    for case in reference()["tokenization"].as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let want = ids(&case["ids"]);
-        assert_eq!(m.encode_prompt(text).unwrap(), want, "{text:?}");
-        assert_eq!(
-            m.tokenizer.decode(&want, false).unwrap(),
-            case["decoded"].as_str().unwrap()
-        );
-    }
-    for chat in reference()["chats"].as_array().unwrap() {
-        let messages: Vec<ChatMessage> = serde_json::from_value(chat["messages"].clone()).unwrap();
-        assert_eq!(
-            m.render_chat(&messages).unwrap(),
-            chat["rendered"].as_str().unwrap()
-        );
-        assert_eq!(m.encode_chat(&messages).unwrap(), ids(&chat["prompt_ids"]));
-    }
+    tiny_reference::check_transformers_tokenizer(
+        &m,
+        &common::reference("tiny-llama/reference.json"),
+    );
 }
 
 #[test]
 fn logits_and_greedy_tokens_match_transformers() {
     let m = ChatModel::load(&dir()).unwrap();
-    let mut worst = 0.0f64;
-    for item in reference()["completions"].as_array().unwrap() {
-        let prompt = ids(&item["prompt_ids"]);
-        let generated = ids(&item["generated_ids"]);
-        let mut cache = m.model.new_cache(prompt.len() + generated.len());
-        let mut logits = m.model.forward(&prompt, &mut cache).unwrap();
-        for (step, want_logits) in item["logits"].as_array().unwrap().iter().enumerate() {
-            let want: Vec<f64> = want_logits
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap())
-                .collect();
-            assert_eq!(want.len(), logits.len());
-            for (g, w) in logits.iter().zip(&want) {
-                worst = worst.max((*g as f64 - w).abs());
-            }
-            let argmax = logits
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .unwrap()
-                .0 as u32;
-            assert_eq!(argmax, generated[step], "{} step {step}", item["name"]);
-            if step + 1 < generated.len() {
-                logits = m.model.forward(&[generated[step]], &mut cache).unwrap();
-            }
-        }
-    }
-    eprintln!("largest logit difference from transformers: {worst:.2e}");
-    assert!(worst < 1e-3, "logits differ from transformers by {worst}");
+    tiny_reference::check_transformers_logits(&m, &common::reference("tiny-llama/reference.json"));
 }
 
 #[test]

@@ -1,10 +1,12 @@
 //! The Llama decoder family as GGUF files describe it: RMSNorm, rotary positions, grouped-query
-//! causal attention with a KV cache, and a gated feed-forward. Three architectures share it:
+//! causal attention with a KV cache, and a gated feed-forward. Four architectures share it:
 //!
 //! - `llama` (SmolLM2, Llama): RoPE on consecutive pairs (ggml's "normal" RoPE, which GGUF
 //!   converters arrange the weights for), SwiGLU.
 //! - `qwen2`: as `llama` with biases on the query/key/value projections and RoPE on halves
 //!   (ggml's "NeoX" RoPE).
+//! - `qwen3`: as `qwen2` without the biases, with an RMSNorm of each query and key head before
+//!   RoPE, and heads whose width need not be the hidden width over the head count.
 //! - `gemma3`: embeddings scaled by `√hidden`, RMSNorm of each query/key head, norms after the
 //!   attention and feed-forward blocks too, GELU (tanh) gating, NeoX RoPE, and five of every six
 //!   layers attending within a sliding window with their own RoPE base.
@@ -168,6 +170,8 @@ fn hf_name(gguf: &str) -> String {
         "attn_v" => "self_attn.v_proj",
         "attn_output" => "self_attn.o_proj",
         "ffn_norm" => "post_attention_layernorm",
+        "attn_q_norm" => "self_attn.q_norm",
+        "attn_k_norm" => "self_attn.k_norm",
         "ffn_gate" => "mlp.gate_proj",
         "ffn_up" => "mlp.up_proj",
         "ffn_down" => "mlp.down_proj",
@@ -222,6 +226,8 @@ pub enum Family {
     Qwen2,
     /// `gemma3`: Gemma 3 (text).
     Gemma3,
+    /// `qwen3`: Qwen 3 (dense).
+    Qwen3,
 }
 
 impl Family {
@@ -230,6 +236,7 @@ impl Family {
             "llama" => Some(Family::Llama),
             "qwen2" => Some(Family::Qwen2),
             "gemma3" => Some(Family::Gemma3),
+            "qwen3" => Some(Family::Qwen3),
             _ => None,
         }
     }
@@ -288,7 +295,7 @@ fn meta_usize(f: &GgufFile, key: &str) -> Result<usize> {
 }
 
 impl LlamaConfig {
-    /// Reads the configuration of a `llama`, `qwen2` or `gemma3` GGUF file.
+    /// Reads the configuration of a `llama`, `qwen2`, `qwen3` or `gemma3` GGUF file.
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
         let arch = f
             .meta("general.architecture")
@@ -297,7 +304,7 @@ impl LlamaConfig {
             .to_string();
         let family = Family::from_arch(&arch).ok_or_else(|| {
             Error::Unsupported(format!(
-                "{}: architecture `{arch}` (kiln's decoder supports `llama`, `qwen2` and `gemma3`)",
+                "{}: architecture `{arch}` (kiln's decoder supports `llama`, `qwen2`, `qwen3` and `gemma3`)",
                 f.path().display()
             ))
         })?;
@@ -398,15 +405,16 @@ impl LlamaConfig {
         })
     }
 
-    /// Reads a Hugging Face `config.json` of a `llama`, `mistral` or `qwen2` model.
+    /// Reads a Hugging Face `config.json` of a `llama`, `mistral`, `qwen2` or `qwen3` model.
     pub fn from_hf_config(path: &Path, json: &serde_json::Value) -> Result<Self> {
         let model_type = json["model_type"].as_str().unwrap_or("");
         let family = match model_type {
             "llama" | "mistral" => Family::Llama,
             "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
             other => {
                 return Err(Error::Unsupported(format!(
-                    "{}: model_type `{other}` from SafeTensors (kiln reads `llama`, `mistral` and `qwen2` checkpoints)",
+                    "{}: model_type `{other}` from SafeTensors (kiln reads `llama`, `mistral`, `qwen2` and `qwen3` checkpoints)",
                     path.display()
                 )))
             }
@@ -449,6 +457,13 @@ impl LlamaConfig {
                 path.display()
             )));
         }
+        // Qwen's checkpoints say whether their layers attend within a window.
+        if json["use_sliding_window"].as_bool() == Some(true) {
+            return Err(Error::Unsupported(format!(
+                "{}: sliding-window attention (`use_sliding_window`)",
+                path.display()
+            )));
+        }
         Ok(Self {
             arch: model_type.to_string(),
             family,
@@ -487,14 +502,20 @@ impl LlamaConfig {
     }
 }
 
-/// Norms that only some families have.
-struct ExtraNorms {
-    /// RMSNorm of each query head and each key head, before RoPE (Gemma 3).
+/// RMSNorm of each query head and each key head, before RoPE (Gemma 3, Qwen 3).
+struct HeadNorms {
+    /// Weights of a query head's norm (`head_dim` values, shared by the heads).
     q: Vec<f32>,
+    /// Weights of a key head's norm.
     k: Vec<f32>,
-    /// RMSNorm of the attention's and the feed-forward's outputs (Gemma 3).
-    post_attn: Vec<f32>,
-    post_ffn: Vec<f32>,
+}
+
+/// RMSNorm of the attention's and the feed-forward's outputs (Gemma 3).
+struct PostNorms {
+    /// After the attention's output projection.
+    attn: Vec<f32>,
+    /// After the feed-forward.
+    ffn: Vec<f32>,
 }
 
 struct Block {
@@ -506,7 +527,8 @@ struct Block {
     ffn_norm: Vec<f32>,
     gate_up: Dense,
     down: Dense,
-    extra: Option<ExtraNorms>,
+    head_norms: Option<HeadNorms>,
+    post_norms: Option<PostNorms>,
 }
 
 /// Where token embeddings are read from.
@@ -590,22 +612,29 @@ impl LlamaModel {
         let mut blocks = Vec::with_capacity(c.layers);
         for l in 0..c.layers {
             let t = |s: &str| format!("blk.{l}.{s}.weight");
-            let qkv_bias = match c.family {
-                Family::Qwen2 => {
-                    let b = |s: &str, n: usize| f.f32(&format!("blk.{l}.{s}.bias"), &[n]);
-                    let mut bias = b("attn_q", q_w)?;
-                    bias.extend(b("attn_k", kv_w)?);
-                    bias.extend(b("attn_v", kv_w)?);
-                    Some(bias)
-                }
-                _ => None,
+            // Qwen 2 always has them; a Qwen 3 checkpoint made with `attention_bias` too.
+            let biased = c.family == Family::Qwen2
+                || (c.family == Family::Qwen3 && f.has(&format!("blk.{l}.attn_q.bias")));
+            let qkv_bias = if biased {
+                let b = |s: &str, n: usize| f.f32(&format!("blk.{l}.{s}.bias"), &[n]);
+                let mut bias = b("attn_q", q_w)?;
+                bias.extend(b("attn_k", kv_w)?);
+                bias.extend(b("attn_v", kv_w)?);
+                Some(bias)
+            } else {
+                None
             };
-            let extra = match c.family {
-                Family::Gemma3 => Some(ExtraNorms {
+            let head_norms = match c.family {
+                Family::Gemma3 | Family::Qwen3 => Some(HeadNorms {
                     q: f.f32(&t("attn_q_norm"), &[c.head_dim])?,
                     k: f.f32(&t("attn_k_norm"), &[c.head_dim])?,
-                    post_attn: f.f32(&t("post_attention_norm"), &[h])?,
-                    post_ffn: f.f32(&t("post_ffw_norm"), &[h])?,
+                }),
+                _ => None,
+            };
+            let post_norms = match c.family {
+                Family::Gemma3 => Some(PostNorms {
+                    attn: f.f32(&t("post_attention_norm"), &[h])?,
+                    ffn: f.f32(&t("post_ffw_norm"), &[h])?,
                 }),
                 _ => None,
             };
@@ -621,7 +650,8 @@ impl LlamaModel {
                 ffn_norm: f.f32(&t("ffn_norm"), &[h])?,
                 gate_up: f.dense(&[t("ffn_gate"), t("ffn_up")], &[c.ffn, c.ffn], h)?,
                 down: f.dense(&[t("ffn_down")], &[h], c.ffn)?,
-                extra,
+                head_norms,
+                post_norms,
             });
         }
         // Models with tied embeddings have no separate output matrix.
@@ -792,10 +822,10 @@ impl LlamaModel {
             // Row by row (on the kernel threads for a prompt chunk or a large batch).
             for_each_row_mut(qkv, w, |r, row| {
                 let (qk, _) = row.split_at_mut(q_w + kv_w);
-                if let Some(e) = &b.extra {
+                if let Some(n) = &b.head_norms {
                     let (q, k) = qk.split_at_mut(q_w);
-                    rms_norm_in_place(q, &e.q, c.rms_eps);
-                    rms_norm_in_place(k, &e.k, c.rms_eps);
+                    rms_norm_in_place(q, &n.q, c.rms_eps);
+                    rms_norm_in_place(k, &n.k, c.rms_eps);
                 }
                 rope.apply(qk, r);
                 if q_scale != 1.0 {
@@ -845,10 +875,8 @@ impl LlamaModel {
             causal_cached_many(&shape, &mut jobs);
             drop(jobs);
             b.attn_output.forward(attn, rows, proj);
-            if let Some(e) = &b.extra {
-                for_each_row_mut(proj, h, |_, row| {
-                    rms_norm_in_place(row, &e.post_attn, c.rms_eps)
-                });
+            if let Some(n) = &b.post_norms {
+                for_each_row_mut(proj, h, |_, row| rms_norm_in_place(row, &n.attn, c.rms_eps));
             }
             for (xv, p) in x.iter_mut().zip(proj.iter()) {
                 *xv += p;
@@ -867,10 +895,8 @@ impl LlamaModel {
                 }
             });
             b.down.forward(act, rows, proj);
-            if let Some(e) = &b.extra {
-                for_each_row_mut(proj, h, |_, row| {
-                    rms_norm_in_place(row, &e.post_ffn, c.rms_eps)
-                });
+            if let Some(n) = &b.post_norms {
+                for_each_row_mut(proj, h, |_, row| rms_norm_in_place(row, &n.ffn, c.rms_eps));
             }
             for (xv, p) in x.iter_mut().zip(proj.iter()) {
                 *xv += p;

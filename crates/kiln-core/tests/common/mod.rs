@@ -1,5 +1,5 @@
 //! Checks shared by the llama.cpp parity tests: each reference file was written by
-//! `scripts/reference/make_llama_reference.py` running llama-cpp-python 0.3.36 on a real GGUF.
+//! `scripts/reference/make_llama_reference.py` running llama-cpp-python 0.3.36 on a GGUF file.
 
 use kiln_core::chat_template::ChatMessage;
 use kiln_core::sampling::{Sampler, SamplingParams};
