@@ -175,3 +175,22 @@ fn the_head_norms_are_read_from_the_checkpoint() {
     let err = ChatModel::load(tmp.path()).err().unwrap().to_string();
     assert!(err.contains("k_norm"), "{err}");
 }
+
+/// A checkpoint whose layers attend within a window (which kiln does not do for Qwen) is a
+/// clear error, not a model that quietly attends over everything.
+#[test]
+fn a_sliding_window_checkpoint_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["tokenizer.json", "model.safetensors"] {
+        std::fs::copy(dir().join(f), tmp.path().join(f)).unwrap();
+    }
+    let config = std::fs::read_to_string(dir().join("config.json")).unwrap();
+    let windowed = config.replace(
+        "\"use_sliding_window\": false",
+        "\"use_sliding_window\": true",
+    );
+    assert_ne!(windowed, config);
+    std::fs::write(tmp.path().join("config.json"), windowed).unwrap();
+    let err = ChatModel::load(tmp.path()).err().unwrap().to_string();
+    assert!(err.contains("use_sliding_window"), "{err}");
+}
