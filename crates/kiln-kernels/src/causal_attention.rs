@@ -748,6 +748,8 @@ mod tests {
             (9, 3, 64, None, true),
             (4, 1, 256, Some(21), true),
             (14, 2, 64, None, true),
+            // Qwen 3 0.6B's heads: 128 wide, two query heads per key/value head.
+            (16, 8, 128, None, true),
             (4, 2, 32, Some(16), true),
             (6, 2, 48, Some(5), true),
             (4, 4, 16, None, false),
@@ -851,6 +853,7 @@ mod tests {
             (9, 3, 64, None),
             (4, 1, 256, Some(20)),
             (14, 2, 64, None),
+            (16, 8, 128, None),
             (4, 2, 24, None),
         ] {
             let shape = CausalShape {
