@@ -40,33 +40,6 @@ HEAD_DIM = 32
 ROPE_THETA = 1_000_000.0
 
 
-def hf_to_gguf_name(name):
-    """A transformers parameter name as llama.cpp's converter names it."""
-    fixed = {
-        "model.embed_tokens.weight": "token_embd.weight",
-        "model.norm.weight": "output_norm.weight",
-        "lm_head.weight": "output.weight",
-    }
-    if name in fixed:
-        return fixed[name]
-    _, _, layer, *rest = name.split(".")
-    part = ".".join(rest[:-1])
-    parts = {
-        "input_layernorm": "attn_norm",
-        "self_attn.q_proj": "attn_q",
-        "self_attn.k_proj": "attn_k",
-        "self_attn.v_proj": "attn_v",
-        "self_attn.o_proj": "attn_output",
-        "self_attn.q_norm": "attn_q_norm",
-        "self_attn.k_norm": "attn_k_norm",
-        "post_attention_layernorm": "ffn_norm",
-        "mlp.gate_proj": "ffn_gate",
-        "mlp.up_proj": "ffn_up",
-        "mlp.down_proj": "ffn_down",
-    }
-    return f"blk.{layer}.{parts[part]}.{rest[-1]}"
-
-
 def write_gguf(model, tok, config):
     w = gguf.GGUFWriter(GGUF, "qwen3")
     w.add_name("tiny-qwen3")
@@ -102,11 +75,13 @@ def write_gguf(model, tok, config):
     with open(QWEN3_TEMPLATE, encoding="utf-8") as f:
         w.add_chat_template(f.read())
 
+    # The tensor names llama.cpp's converter gives a Qwen 3's parameters.
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, config.num_hidden_layers)
     for name, p in model.state_dict().items():
         if name == "lm_head.weight":
             continue  # tied: llama.cpp reads the embeddings as the output matrix
         data = p.detach().float().numpy()
-        out = hf_to_gguf_name(name)
+        out = names.get_name(name, try_suffixes=(".weight", ".bias"))
         if data.ndim == 2:
             w.add_tensor(
                 out,

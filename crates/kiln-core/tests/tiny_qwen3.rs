@@ -6,7 +6,7 @@
 //! - From its SafeTensors checkpoint, against transformers' own tokenization, chat rendering,
 //!   float32 logits and greedy tokens (`tiny-qwen3/reference.json`).
 //! - From the GGUF file the script wrote of the same weights (Q8_0 matrices, `gpt2` tokenizer
-//!   with Qwen's pre-tokenizer, ChatML template in the metadata), against llama.cpp
+//!   with Qwen's pre-tokenizer, Qwen 3's own chat template in the metadata), against llama.cpp
 //!   (`tiny_qwen3_reference.json`, by `make_llama_reference.py --preset tiny-qwen3` running
 //!   llama-cpp-python 0.3.36): tokenization, chat rendering, and greedy tokens and top logits
 //!   teacher-forced at every step except llama.cpp's own near-ties.
@@ -110,9 +110,9 @@ fn gguf_greedy_generation_and_logits_match_llama_cpp() {
     );
 }
 
-/// The per-head norms are read and used: with a query norm's weights doubled the logits change
-/// (a norm left out, or applied to the whole row, would not see it the same way), and a file
-/// without a key norm is a clear error naming the tensor.
+/// The per-head norms are read and used: with a query norm's weights doubled the logits move (a
+/// norm left out would not see them), and a file without a key norm is a clear error naming
+/// the tensor.
 #[test]
 fn the_head_norms_are_read_from_the_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
@@ -125,22 +125,18 @@ fn the_head_norms_are_read_from_the_checkpoint() {
     let path = tmp.path().join("model.safetensors");
     let bytes = std::fs::read(&path).unwrap();
     let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    // Rewrites the checkpoint without tensor `skip` and with tensor `double` doubled (all F32).
     let edit = |skip: &str, double: &str| {
-        let kept: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        let mut owned: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
             .tensors()
             .into_iter()
             .filter(|(name, _)| name != skip)
+            .map(|(n, v)| (n, v.data().to_vec(), v.shape().to_vec()))
             .collect();
-        let mut owned: Vec<(String, Vec<u8>, Vec<usize>)> = kept
-            .iter()
-            .map(|(n, v)| (n.clone(), v.data().to_vec(), v.shape().to_vec()))
-            .collect();
-        for (n, data, _) in &mut owned {
-            if n == double {
-                for c in data.chunks_exact_mut(4) {
-                    let v = 2.0 * f32::from_le_bytes(c.try_into().unwrap());
-                    c.copy_from_slice(&v.to_le_bytes());
-                }
+        for (_, data, _) in owned.iter_mut().filter(|(n, _, _)| n == double) {
+            for c in data.chunks_exact_mut(4) {
+                let v = 2.0 * f32::from_le_bytes(c.try_into().unwrap());
+                c.copy_from_slice(&v.to_le_bytes());
             }
         }
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
