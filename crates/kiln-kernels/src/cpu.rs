@@ -47,15 +47,16 @@ pub fn has_avx512_vnni() -> bool {
     })
 }
 
-/// Whether the packed kernels' tiles of fewer than 4 rows (decoding 1-3 sequences, or a larger
-/// batch's remainder) fetch weights ahead in software, as the larger tiles always do: on Intel
-/// CPUs, unless `KILN_PREFETCH_ONE_ROW=0` (and `KILN_PREFETCH_ONE_ROW=1` turns it on elsewhere).
+/// Whether the packed kernels' one-row tiles (decoding one sequence, or a larger batch's
+/// remainder) fetch weights ahead in software, as the larger tiles always do: on Intel CPUs,
+/// unless `KILN_PREFETCH_ONE_ROW=0` (and `KILN_PREFETCH_ONE_ROW=1` turns it on elsewhere).
 ///
 /// Measured with one-stream decoding on two virtual machines. On an Intel Xeon (480 MiB L3) it
 /// raised SmolLM2-135M from a median of 277 to 371 tokens/s and Gemma 3 270M from 95 to 113
 /// (2026-12-03, `bench/results/kernels-session13-2026-12-03.md`). On an AMD EPYC (Zen 4, 32 MiB
 /// L3) the four products of a SmolLM2 step took 3.4-3.8 ms without it and 3.9-4.3 ms with it
-/// (`bench/results/kernels-session8-2026-12-03.md`).
+/// (`bench/results/kernels-session8-2026-12-03.md`), and filling L2 instead ([`prefetch_target`])
+/// left a whole model's one-row step unchanged (`bench/results/kernels-session18-2026-12-04.md`).
 /// The vendor stands in for what differs between the two (how far the hardware prefetchers
 /// run ahead of one stream of loads); the variable settles it where that guess is wrong.
 pub fn prefetch_one_row() -> bool {
@@ -64,6 +65,34 @@ pub fn prefetch_one_row() -> bool {
         Ok("0") => false,
         Ok("1") => true,
         _ => is_intel(),
+    })
+}
+
+/// The cache a software prefetch of weights fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrefetchTarget {
+    /// The first-level data cache (`prefetcht0`).
+    L1,
+    /// The second-level cache (`prefetcht1`).
+    L2,
+}
+
+/// The cache the packed kernels' software prefetches fill: L1 on Intel CPUs, L2 elsewhere;
+/// `KILN_PREFETCH=l1` or `=l2` overrides.
+///
+/// On an AMD EPYC (Zen 4, 1 MiB L2 per core) filling L2 made a whole model's products (the
+/// `quant_stream` bench, weights streamed from memory, the two targets alternated step by step
+/// in one process) 20-27% faster at 4 rows and 10-25% at 8, SmolLM2-135M and Gemma 3 270M
+/// shapes alike (`bench/results/kernels-session18-2026-12-04.md`): the prefetched lines no
+/// longer push the input rows out of L1. The Intel Xeon where filling L1 was measured to pay
+/// (`bench/results/kernels-session13-2026-12-03.md`) was not at hand to compare, so it keeps L1.
+pub fn prefetch_target() -> PrefetchTarget {
+    static TARGET: OnceLock<PrefetchTarget> = OnceLock::new();
+    *TARGET.get_or_init(|| match std::env::var("KILN_PREFETCH").as_deref() {
+        Ok("l1") => PrefetchTarget::L1,
+        Ok("l2") => PrefetchTarget::L2,
+        _ if is_intel() => PrefetchTarget::L1,
+        _ => PrefetchTarget::L2,
     })
 }
 

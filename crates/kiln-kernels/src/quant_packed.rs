@@ -423,6 +423,7 @@ pub(crate) fn group_tile(
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vnni {
     use super::{chunks_start, group_block_bytes, PackedRow, GROUP};
+    use crate::cpu::PrefetchTarget;
     use crate::quant::{QuantFormat, BLOCK};
     use std::arch::x86_64::*;
 
@@ -439,27 +440,37 @@ pub(crate) mod vnni {
     /// other. On an Intel Xeon one-row tiles gain too, and most at 8 KiB ahead (SmolLM2
     /// one-stream decoding, medians of 18-54 requests: 354 tokens/s at 4 KiB, 371 at 8, 358 at
     /// 16, 342 at 2; `bench/results/kernels-session13-2026-12-03.md`); smaller tiles fetch ahead
-    /// only where [`fetches_ahead`] says so.
+    /// only where [`fetch_plan`] says so.
     pub(crate) const PREFETCH_AHEAD: usize = 8192;
 
-    /// Whether an `rows`-row tile fetches weights ahead: from 4 rows always, below that where
-    /// [`crate::cpu::prefetch_one_row`] says it pays on this CPU.
+    /// Whether and where an `rows`-row tile fetches weights ahead: from 2 rows always, one row
+    /// where [`crate::cpu::prefetch_one_row`] says it pays on this CPU; into the cache
+    /// [`crate::cpu::prefetch_target`] names. Tiles of 2 and 3 rows fetched ahead only on Intel
+    /// CPUs before; on an AMD EPYC, filling L2, they gain as the larger tiles do (a whole
+    /// model's 2-row products 11-17% faster, `bench/results/kernels-session18-2026-12-04.md`).
     #[inline(always)]
-    pub(crate) fn fetches_ahead(rows: usize) -> bool {
-        rows >= 4 || crate::cpu::prefetch_one_row()
+    pub(crate) fn fetch_plan(rows: usize) -> Option<PrefetchTarget> {
+        (rows >= 2 || crate::cpu::prefetch_one_row()).then(crate::cpu::prefetch_target)
     }
 
-    /// Asks the CPU to bring the `len` bytes [`PREFETCH_AHEAD`] past `at` into its caches (a
-    /// hint: the address, formed with wrapping arithmetic, is never dereferenced).
+    /// Asks the CPU to bring the `len` bytes [`PREFETCH_AHEAD`] past `at` into the cache
+    /// `target` names (a hint: the address, formed with wrapping arithmetic, is never
+    /// dereferenced).
     #[inline(always)]
-    pub(crate) fn prefetch(at: *const u8, len: usize) {
+    pub(crate) fn prefetch(at: *const u8, len: usize, target: PrefetchTarget) {
         let ahead = at.wrapping_add(PREFETCH_AHEAD);
         let mut line = 0;
         while line < len {
-            // SAFETY: every x86_64 CPU has SSE, whose `prefetcht0` this is, and the kiln
-            // targets compile it in; a prefetch hint reads nothing the program sees and cannot
-            // fault, whatever the address.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line) as *const i8) };
+            let p = ahead.wrapping_add(line) as *const i8;
+            // SAFETY: every x86_64 CPU has SSE, whose `prefetcht0` and `prefetcht1` these are,
+            // and the kiln targets compile it in; a prefetch hint reads nothing the program
+            // sees and cannot fault, whatever the address.
+            unsafe {
+                match target {
+                    PrefetchTarget::L1 => _mm_prefetch::<_MM_HINT_T0>(p),
+                    PrefetchTarget::L2 => _mm_prefetch::<_MM_HINT_T1>(p),
+                }
+            }
             line += 64;
         }
     }
@@ -551,11 +562,11 @@ pub(crate) mod vnni {
             let bit4 = _mm512_set1_epi8(0x10);
             let mut acc = [_mm512_setzero_ps(); R];
             let mut mins = [_mm512_setzero_ps(); R];
-            let fetch = fetches_ahead(R);
+            let fetch = fetch_plan(R);
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * gbb);
-                if fetch {
-                    prefetch(blk, gbb);
+                if let Some(target) = fetch {
+                    prefetch(blk, gbb, target);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
                 let w = unpack_block::<F>(blk, start, mask, bit4);

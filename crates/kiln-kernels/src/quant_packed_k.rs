@@ -227,7 +227,7 @@ pub(crate) fn group_tile(
 mod vnni {
     use super::{PackedRow, GROUP, Q6_HIGH, Q6_LOW};
     use crate::quant_blocks::K_BLOCK;
-    use crate::quant_packed::vnni::{fetches_ahead, prefetch};
+    use crate::quant_packed::vnni::{fetch_plan, prefetch};
     use std::arch::x86_64::*;
 
     /// The 16 outputs of one Q4_K group for `R` rows.
@@ -257,11 +257,11 @@ mod vnni {
             );
             let byte = _mm512_set1_epi32(0xff);
             let mut acc = [_mm512_setzero_ps(); R];
-            let fetch = fetches_ahead(R);
+            let fetch = fetch_plan(R);
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * 2304);
-                if fetch {
-                    prefetch(blk, 2304);
+                if let Some(target) = fetch {
+                    prefetch(blk, 2304, target);
                 }
                 // Vector `i` after the scales (no closure: it would not inherit the features).
                 macro_rules! vec {
@@ -371,11 +371,11 @@ mod vnni {
         unsafe {
             let (m4, m30) = (_mm512_set1_epi8(0x0f), _mm512_set1_epi8(0x30));
             let mut acc = [_mm512_setzero_ps(); R];
-            let fetch = fetches_ahead(R);
+            let fetch = fetch_plan(R);
             for b in 0..blocks {
                 let blk = group.as_ptr().add(b * 3360);
-                if fetch {
-                    prefetch(blk, 3360);
+                if let Some(target) = fetch {
+                    prefetch(blk, 3360, target);
                 }
                 let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
                 let mut isum = [_mm512_setzero_si512(); R];
