@@ -7,7 +7,8 @@
 //!
 //! `cargo bench -p kiln-kernels --bench quant_stream`: the median step (ms) and the weight
 //! bytes it read per second. `KILN_PREFETCH_ONE_ROW=0` or `=1` compares the one-row tiles
-//! without and with software prefetching.
+//! without and with software prefetching, `KILN_PREFETCH=l1` or `=l2` the cache the prefetches
+//! fill.
 
 use kiln_kernels::quant::{QuantFormat, QuantLinear};
 use kiln_kernels::quant_packed;
