@@ -82,9 +82,9 @@ pub enum PrefetchTarget {
 ///
 /// On an AMD EPYC (Zen 4, 1 MiB L2 per core) filling L2 made a whole model's products (the
 /// `quant_stream` bench, weights streamed from memory, the two targets alternated step by step
-/// in one process) 20-27% faster at 4 rows and 10-25% at 8, SmolLM2-135M and Gemma 3 270M
-/// shapes alike (`bench/results/kernels-session18-2026-12-04.md`): the prefetched lines no
-/// longer push the input rows out of L1. The Intel Xeon where filling L1 was measured to pay
+/// in one process) 20-27% faster at 4 rows and 10-26% at 8, SmolLM2-135M and Gemma 3 270M
+/// shapes alike (`bench/results/kernels-session18-2026-12-04.md`); likely (not measured with
+/// counters) because the prefetched lines no longer push the input rows out of L1. The Intel Xeon where filling L1 was measured to pay
 /// (`bench/results/kernels-session13-2026-12-03.md`) was not at hand to compare, so it keeps L1.
 pub fn prefetch_target() -> PrefetchTarget {
     static TARGET: OnceLock<PrefetchTarget> = OnceLock::new();
