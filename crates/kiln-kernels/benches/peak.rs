@@ -99,32 +99,43 @@ fn main() {
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni");
         let iters = 20_000_000;
+        // Times `run` (`iters × CHAINS` instructions of `ops` operations each, per thread) on
+        // `t` threads and reports the rate in tera-operations per second.
+        let mut rate =
+            |label: &str, unit: &str, key: &str, ops: f64, t: usize, run: &(dyn Fn() + Sync)| {
+                let s = best_of(5, t, run);
+                let rate = (iters * CHAINS * t) as f64 * ops / s / 1e12;
+                println!("{label:<34} {t:>8} {rate:>8.3} {unit}");
+                json.insert(format!("{key}_{t}"), rate.into());
+            };
         for &t in &counts {
             if vnni {
-                // SAFETY: the features `dpbusd` enables were detected above.
-                let s = best_of(5, t, || {
-                    black_box(unsafe { x86::dpbusd(black_box(iters)) });
-                });
                 // 64 multiply-adds (two operations each) per instruction.
-                let tops = (iters * CHAINS * t) as f64 * 128.0 / s / 1e12;
-                println!(
-                    "{:<34} {:>8} {:>8.3} TOPS",
-                    "8-bit ops (vpdpbusd zmm)", t, tops
+                rate(
+                    "8-bit ops (vpdpbusd zmm)",
+                    "TOPS",
+                    "int8_tops",
+                    128.0,
+                    t,
+                    &|| {
+                        // SAFETY: the features `dpbusd` enables were detected above.
+                        black_box(unsafe { x86::dpbusd(black_box(iters)) });
+                    },
                 );
-                json.insert(format!("int8_tops_{t}"), tops.into());
             }
             if is_x86_feature_detected!("avx512f") {
-                // SAFETY: AVX-512F was detected.
-                let s = best_of(5, t, || {
-                    black_box(unsafe { x86::fma(black_box(iters)) });
-                });
                 // 16 multiply-adds (two operations each) per instruction.
-                let tflops = (iters * CHAINS * t) as f64 * 32.0 / s / 1e12;
-                println!(
-                    "{:<34} {:>8} {:>8.3} TFLOPS",
-                    "f32 flops (vfmadd zmm)", t, tflops
+                rate(
+                    "f32 flops (vfmadd zmm)",
+                    "TFLOPS",
+                    "f32_tflops",
+                    32.0,
+                    t,
+                    &|| {
+                        // SAFETY: AVX-512F was detected.
+                        black_box(unsafe { x86::fma(black_box(iters)) });
+                    },
                 );
-                json.insert(format!("f32_tflops_{t}"), tflops.into());
             }
         }
         if !vnni {
